@@ -1,0 +1,37 @@
+# The two commands a newcomer needs are `make demo` and `make test`; both
+# install what they need first (scripts/setup.sh is idempotent).
+PG_CONFIG ?= $(shell command -v pg_config)
+N ?= 10000 100000 1000000
+SUITES ?=
+
+.PHONY: setup install install-dev demo stop test bench package clean
+
+setup:
+	scripts/setup.sh
+
+# Builds and installs into the PostgreSQL that pg_config names.
+install: setup
+	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+
+# The unoptimised build the tests run against: it compiles in half the time.
+install-dev: setup
+	cargo pgrx install --pg-config "$(PG_CONFIG)"
+
+demo: install
+	scripts/demo.sh
+
+stop:
+	scripts/cluster.sh stop
+
+test: install-dev
+	tests/run.sh $(SUITES)
+
+bench: install
+	bench/run.sh $(N)
+
+package: setup
+	scripts/package.sh
+
+clean:
+	scripts/cluster.sh destroy
+	cargo clean

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs everything the build, the demo and the tests need, idempotently.
+# Debian packages are pinned to the PostgreSQL version already installed: an
+# unpinned postgresql-server-dev-15 would upgrade the running server too.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_MAJOR=15
+AUTHFORT_VERSION=0.0.31
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { printf '==> %s\n' "$*"; }
+
+installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
+
+ensure_apt_packages() {
+    local server_version
+    server_version=$(installed_version "postgresql-$PG_MAJOR")
+    local wanted=()
+    if [ -z "$server_version" ]; then
+        wanted+=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR")
+    else
+        [ "$(installed_version "postgresql-server-dev-$PG_MAJOR")" = "$server_version" ] ||
+            wanted+=("postgresql-server-dev-$PG_MAJOR=$server_version" "libpq-dev=$server_version" "libpq5=$server_version")
+    fi
+    local package
+    for package in "postgresql-$PG_MAJOR-cron" "postgresql-$PG_MAJOR-pgtap" libclang-dev clang sudo \
+        libtap-parser-sourcehandler-pgtap-perl; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || wanted+=("$package")
+    done
+    # Node.js is only needed for the node-postgres client test; the machine's own
+    # Node.js (with npm) is used when present.
+    command -v npm >/dev/null || wanted+=(nodejs npm)
+    if [ "${#wanted[@]}" -gt 0 ]; then
+        log "apt-get install ${wanted[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+    fi
+}
+
+ensure_cargo_pgrx() {
+    if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
+        log "cargo install cargo-pgrx $PGRX_VERSION (a few minutes)"
+        cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
+    fi
+    local config
+    config=$(command -v pg_config)
+    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        log "cargo pgrx init --pg$PG_MAJOR $config"
+        cargo pgrx init "--pg$PG_MAJOR" "$config"
+    fi
+}
+
+# The differential and client tests drive the real AuthFort package, and
+# asyncpg (AuthFort's own driver), from a project-local virtualenv.
+ensure_python_venv() {
+    local venv="$here/.venv"
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    if ! "$venv/bin/python" -c 'import authfort, asyncpg, pydantic' 2>/dev/null; then
+        log "python venv with authfort==$AUTHFORT_VERSION"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "authfort==$AUTHFORT_VERSION" pydantic asyncpg
+    fi
+}
+
+ensure_apt_packages
+ensure_cargo_pgrx
+ensure_python_venv
+log "setup complete"

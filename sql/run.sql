@@ -1,0 +1,111 @@
+-- authfort_cleanup_run(): the batched cleanup. It deletes keys, tokens and
+-- sessions a batch at a time and COMMITs after each batch, so every lock is
+-- short and finished work survives an interruption.
+--
+-- PostgreSQL forbids COMMIT in a procedure that has a SET clause or is
+-- SECURITY DEFINER, so this one has neither: every function and operator it
+-- uses is schema-qualified instead, and nothing on the caller's search_path
+-- can change what it does. It must be CALLed outside an explicit transaction
+-- block (psql in autocommit, or as a pg_cron job's only statement).
+CREATE PROCEDURE authfort_cleanup_run(
+    batch_size integer DEFAULT 10000,
+    max_runtime interval DEFAULT NULL,
+    grace interval DEFAULT '0',
+    keep_revoked_until_expired boolean DEFAULT false
+)
+LANGUAGE plpgsql
+AS $procedure$
+DECLARE
+    started_at timestamptz := pg_catalog.clock_timestamp();
+    lock_key bigint;
+    targets text[] := ARRAY['keys', 'tokens', 'sessions'];
+    counts bigint[] := ARRAY[0, 0, 0];
+    position integer;
+    first_block bigint;
+    deleted bigint;
+    blocking_index text;
+    notes text[] := '{}';
+    failed_state text;
+    failed_message text;
+    failed_detail text;
+    failed_hint text;
+BEGIN
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE NOTICE 'authfort_cleanup: this server is a standby; nothing to do'
+            USING HINT = 'Cleanup runs on the primary; the standby receives its deletions through replication.';
+        RETURN;
+    END IF;
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<=) 0 THEN
+        RAISE EXCEPTION 'batch_size must be greater than zero, not %', pg_catalog.coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave batch_size out to use 10000.';
+    END IF;
+    IF max_runtime OPERATOR(pg_catalog.<=) interval '0' THEN
+        RAISE EXCEPTION 'max_runtime must be positive, not %', max_runtime
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave max_runtime out (NULL) to run until done.';
+    END IF;
+    IF grace IS NULL OR keep_revoked_until_expired IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN grace IS NULL THEN 'grace' ELSE 'keep_revoked_until_expired' END
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
+    END IF;
+
+    -- The overlap guard: a session lock held across the COMMITs below. A second
+    -- run does nothing and says so; it never waits.
+    lock_key := @extschema@.authfort_cleanup_lock_key();
+    IF NOT pg_catalog.pg_try_advisory_lock(lock_key) THEN
+        RAISE NOTICE 'authfort_cleanup: another cleanup run is in progress; this one skipped';
+        PERFORM @extschema@.authfort_cleanup_record_run(started_at, 0, 0, 0, 'skipped', 'another run was in progress');
+        RETURN;
+    END IF;
+
+    <<each_target>>
+    FOR position IN 1 .. 3 LOOP
+        first_block := 0;
+        WHILE first_block IS NOT NULL LOOP
+            BEGIN
+                IF first_block OPERATOR(pg_catalog.=) 0 THEN
+                    blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
+                    IF blocking_index IS NOT NULL THEN
+                        RAISE WARNING 'authfort_cleanup: % skipped: deleting them without an index would take time quadratic in the table size',
+                            targets[position]
+                            USING HINT = blocking_index;
+                        notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
+                        CONTINUE each_target;
+                    END IF;
+                END IF;
+                SELECT batch.deleted, batch.next_block INTO deleted, first_block
+                  FROM @extschema@.authfort_cleanup_batch(targets[position], first_block, batch_size, grace, keep_revoked_until_expired) AS batch;
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
+                GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT,
+                                        failed_detail = PG_EXCEPTION_DETAIL, failed_hint = PG_EXCEPTION_HINT;
+            END;
+            EXIT each_target WHEN failed_state IS NOT NULL;
+            counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;
+            COMMIT;
+            RAISE NOTICE 'authfort_cleanup: % rows of % deleted so far (% rows/s)',
+                counts[position], targets[position],
+                pg_catalog.round(counts[position]::numeric OPERATOR(pg_catalog./) GREATEST(0.001,
+                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at)::numeric));
+            IF max_runtime IS NOT NULL
+               AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at OPERATOR(pg_catalog.>=) max_runtime THEN
+                notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('stopped after max_runtime %s', max_runtime);
+                EXIT each_target;
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    PERFORM pg_catalog.pg_advisory_unlock(lock_key);
+    PERFORM @extschema@.authfort_cleanup_record_run(
+        started_at, counts[1], counts[2], counts[3],
+        CASE WHEN failed_state IS NULL THEN 'ok' ELSE 'error' END,
+        failed_message,
+        NULLIF(pg_catalog.array_to_string(notes, '; '), ''));
+    COMMIT;
+    IF failed_state IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message,
+            DETAIL = pg_catalog.coalesce(failed_detail, ''), HINT = pg_catalog.coalesce(failed_hint, '');
+    END IF;
+END
+$procedure$;
+
+COMMENT ON PROCEDURE authfort_cleanup_run(integer, interval, interval, boolean) IS
+    'Batched cleanup of keys, tokens and sessions: COMMITs after each batch, stops at max_runtime, skips if another run is active, logs to authfort_cleanup_runs. CALL it outside a transaction block.';

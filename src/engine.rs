@@ -1,0 +1,396 @@
+//! The deletion engine: finds a target's table under the schema setting,
+//! checks it, and deletes (or counts) the rows its rule selects.
+//!
+//! Every statement is one `DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ...
+//! FOR UPDATE SKIP LOCKED))`: rows an application transaction holds locked are
+//! left for the next run instead of making cleanup (and everything queued
+//! behind it) wait. Only ROW EXCLUSIVE is ever taken on AuthFort's tables.
+
+use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use crate::error;
+use crate::settings;
+use crate::targets::Target;
+
+/// How a call narrows AuthFort's rule. `Options::default()` is AuthFort's rule
+/// exactly.
+pub struct Options {
+    /// Only rows that expired more than this long ago.
+    pub grace: Interval,
+    /// At most this many rows, oldest expiry first.
+    pub max_rows: Option<i64>,
+    pub dry_run: bool,
+    /// A revoked session waits until it has also expired (plus grace), so
+    /// AuthFort's theft detection keeps working for it until then.
+    pub keep_revoked_until_expired: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            grace: Interval::from_micros(0),
+            max_rows: None,
+            dry_run: false,
+            keep_revoked_until_expired: false,
+        }
+    }
+}
+
+/// A target's table, found in the schema setting and checked against the
+/// columns the rule reads.
+pub struct Table {
+    pub target: &'static Target,
+    pub oid: pg_sys::Oid,
+    /// `schema.table`, each part quoted as an identifier.
+    pub qualified_name: String,
+}
+
+/// The part of a table one statement looks at.
+enum Scope {
+    Everything,
+    /// Heap blocks `[first, end)`: a TID range scan, so a batch costs the same
+    /// however large the table is.
+    Blocks { first: i64, end: i64 },
+}
+
+pub fn resolve(target: &'static Target) -> Table {
+    let schema = settings::authfort_schema();
+    let (schema_exists, oid, relkind, qualified_name) = error::spi(Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT n.oid IS NOT NULL, c.oid, c.relkind::text, format('%I.%I', $1::text, $2::text)
+                   FROM (VALUES (1)) AS one
+                   LEFT JOIN pg_namespace n ON n.nspname = $1
+                   LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
+                Some(1),
+                &[schema.as_str().into(), target.table.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<bool>(1)?.unwrap_or(false),
+            row.get::<pg_sys::Oid>(2)?,
+            row.get::<String>(3)?,
+            row.get::<String>(4)?.unwrap_or_default(),
+        ))
+    }));
+    if !schema_exists {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
+            format!("schema \"{schema}\" named by authfort_cleanup.schema does not exist"),
+            "Set authfort_cleanup.schema to the schema that holds AuthFort's tables.",
+        );
+    }
+    let Some(oid) = oid else {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("relation {qualified_name} does not exist"),
+            "Run AuthFort's migrations (await auth.migrate()), or set authfort_cleanup.schema \
+             to the schema that holds AuthFort's tables.",
+        );
+    };
+    if relkind.as_deref() != Some("r") {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{qualified_name} is not a plain table"),
+            "authfort_cleanup works on the tables AuthFort's migrations create.",
+        );
+    }
+    for column in target.columns {
+        check_column(oid, &qualified_name, column.name, column.sql_type);
+    }
+    Table { target, oid, qualified_name }
+}
+
+fn check_column(oid: pg_sys::Oid, qualified_name: &str, column: &str, expected_type: &str) {
+    let actual_type = error::spi(Spi::get_one_with_args::<String>(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+          WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        &[oid.into(), column.into()],
+    ));
+    match actual_type {
+        None => error::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("column \"{column}\" of relation {qualified_name} does not exist"),
+            "The table does not have AuthFort 0.0.31's schema: run AuthFort's migrations.",
+        ),
+        Some(actual) if actual != expected_type => error::raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("column \"{column}\" of relation {qualified_name} is of type {actual}, expected {expected_type}"),
+            "The table does not have AuthFort 0.0.31's schema: run AuthFort's migrations.",
+        ),
+        Some(_) => {}
+    }
+}
+
+/// Refuses before anything is locked or deleted: on a standby, in a read-only
+/// transaction, or without the privileges the statement needs.
+pub fn require_writable(table: &Table) {
+    let (in_recovery, read_only) = error::spi(Spi::get_two::<bool, bool>(
+        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean",
+    ));
+    if in_recovery == Some(true) {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("cannot delete from {} on a standby server", table.qualified_name),
+            "Run authfort_cleanup on the primary; the standby receives its deletions through replication.",
+        );
+    }
+    if read_only == Some(true) {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("cannot delete from {} in a read-only transaction", table.qualified_name),
+            "Run the cleanup in a read-write transaction, or pass dry_run => true to only count.",
+        );
+    }
+    let missing = error::spi(Spi::get_one_with_args::<String>(
+        "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
+           FROM unnest(ARRAY['SELECT', 'UPDATE', 'DELETE']) WITH ORDINALITY AS p(privilege, ordinality)
+          WHERE NOT has_table_privilege($1, privilege)",
+        &[table.oid.into()],
+    ));
+    if let Some(missing) = missing {
+        let role = error::spi(Spi::get_one::<String>("SELECT quote_ident(current_user)")).unwrap_or_default();
+        error::raise_with_detail(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for table {}", table.qualified_name),
+            format!("Cleanup needs SELECT, UPDATE and DELETE on it; {role} lacks {missing}. \
+                     UPDATE is what lets it skip rows the application holds locked."),
+            format!("GRANT SELECT, UPDATE, DELETE ON TABLE {} TO {role};", table.qualified_name),
+        );
+    }
+}
+
+/// `now() - grace`, after checking that grace is sensible.
+fn cutoff(grace: Interval) -> TimestampWithTimeZone {
+    let (negative, too_long) = error::spi(Spi::get_two_with_args::<bool, bool>(
+        "SELECT $1 < interval '0', $1 > interval '100 years'",
+        &[grace.into()],
+    ));
+    if negative == Some(true) || too_long == Some(true) {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "grace must be between 0 and 100 years",
+            "grace keeps rows that expired less than this long ago, for example grace => '7 days'.",
+        );
+    }
+    match error::spi(Spi::get_one_with_args::<TimestampWithTimeZone>("SELECT now() - $1", &[grace.into()])) {
+        Some(cutoff) => cutoff,
+        None => error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "now() - grace is NULL", "This is a bug."),
+    }
+}
+
+/// The WHERE clause that picks a target's deletable rows; `$1` is the cutoff.
+/// Column names come from `targets`, never from users.
+pub fn rule_sql(target: &Target, options: &Options) -> String {
+    let mut rule = format!("{} < $1", target.time_column);
+    if let Some(revoked) = target.revoked_column {
+        if !options.keep_revoked_until_expired {
+            rule = format!("({revoked} OR {rule})");
+        }
+    }
+    if let Some(protected) = target.protected_column {
+        rule = format!("{rule} AND NOT {protected}");
+    }
+    rule
+}
+
+/// The rows a statement takes: the rule, the scope, and for `max_rows` the
+/// oldest first. Returns the SQL and its arguments after `$1`.
+fn selection_sql(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> (String, Vec<String>) {
+    let mut sql = format!("SELECT ctid FROM {} WHERE {}", table.qualified_name, rule_sql(table.target, options));
+    let mut arguments = Vec::new();
+    if let Scope::Blocks { first, end } = scope {
+        sql.push_str(" AND ctid >= $2::text::tid AND ctid < $3::text::tid");
+        arguments.push(format!("({first},0)"));
+        arguments.push(format!("({end},0)"));
+    }
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", table.target.time_column));
+    }
+    (sql, arguments)
+}
+
+/// Deletes (or, in a dry run, counts) what `options` selects within `scope`.
+fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i64 {
+    let cutoff = cutoff(options.grace);
+    let (selection, arguments) = selection_sql(table, options, scope, limit);
+    let mut parameters: Vec<DatumWithOid> = vec![cutoff.into()];
+    parameters.extend(arguments.iter().map(|argument| DatumWithOid::from(argument.as_str())));
+    if options.dry_run {
+        let count = error::spi(Spi::get_one_with_args::<i64>(
+            &format!("SELECT count(*) FROM ({selection}) AS deletable"),
+            &parameters,
+        ));
+        return count.unwrap_or(0);
+    }
+    require_writable(table);
+    let statement = format!(
+        "DELETE FROM {} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))",
+        table.qualified_name
+    );
+    with_lock_timeout(|| {
+        error::spi(Spi::connect_mut(|client| {
+            client.update(statement.as_str(), None, &parameters).map(|deleted| deleted.len() as i64)
+        }))
+    })
+}
+
+/// Deletes what a one-shot call asks for: the whole backlog, or `max_rows`.
+pub fn clean(table: &Table, options: &Options) -> i64 {
+    if !options.dry_run {
+        guard_quadratic(table, GuardMode::Raise);
+    }
+    run(table, options, &Scope::Everything, options.max_rows)
+}
+
+/// One batch of the batched procedure: at most `batch_size` rows from the
+/// heap blocks starting at `first_block`. Returns the rows deleted and the
+/// block to start the next batch at, or None once the table is walked.
+pub fn clean_batch(table: &Table, options: &Options, first_block: i64, batch_size: i64) -> (i64, Option<i64>) {
+    let (block_count, rows_per_block) = error::spi(Spi::get_two_with_args::<i64, f64>(
+        "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
+                CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages ELSE 0 END
+           FROM pg_class WHERE oid = $1",
+        &[table.oid.into()],
+    ));
+    let block_count = block_count.unwrap_or(0);
+    if first_block >= block_count {
+        return (0, None);
+    }
+    // A never-analysed table has no row estimate; AuthFort's rows are a few
+    // hundred bytes, so 20 a block errs towards smaller batches.
+    let rows_per_block = rows_per_block.filter(|rows| *rows > 0.0).unwrap_or(20.0);
+    let span = ((batch_size as f64 / rows_per_block).floor() as i64).max(1);
+    let end = first_block.saturating_add(span);
+    let deleted = run(table, options, &Scope::Blocks { first: first_block, end }, Some(batch_size));
+    // A full batch may have left rows in its blocks: walk them again.
+    let next = if deleted >= batch_size { first_block } else { end };
+    (deleted, (next < block_count).then_some(next))
+}
+
+/// Earliest expiry among the rows the rule selects, for previews.
+pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWithTimeZone> {
+    let cutoff = cutoff(options.grace);
+    error::spi(Spi::get_one_with_args::<TimestampWithTimeZone>(
+        &format!(
+            "SELECT min({time}) FROM {table} WHERE {rule}",
+            time = table.target.time_column,
+            table = table.qualified_name,
+            rule = rule_sql(table.target, options)
+        ),
+        &[cutoff.into()],
+    ))
+}
+
+/// Rows in the table, counting no further than `ceiling`, so asking costs at
+/// most that many rows however large the table is.
+pub fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
+    error::spi(Spi::get_one_with_args::<i64>(
+        &format!("SELECT count(*) FROM (SELECT FROM {} LIMIT $1) AS sample", table.qualified_name),
+        &[ceiling.into()],
+    ))
+    .unwrap_or(0)
+}
+
+/// Applies `authfort_cleanup.lock_timeout` to `work`, unless the caller
+/// already waits less, then puts the caller's value back.
+fn with_lock_timeout<T>(work: impl FnOnce() -> T) -> T {
+    let ours = settings::lock_timeout_ms();
+    let (callers_ms, callers_setting) = error::spi(Spi::get_two::<i32, String>(
+        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'",
+    ));
+    let callers_ms = callers_ms.unwrap_or(0);
+    let tighten = ours > 0 && (callers_ms == 0 || ours < callers_ms);
+    if tighten {
+        set_lock_timeout(&format!("{ours}ms"));
+    }
+    let result = work();
+    if tighten {
+        set_lock_timeout(&callers_setting.unwrap_or_else(|| "0".into()));
+    }
+    result
+}
+
+fn set_lock_timeout(value: &str) {
+    error::spi(Spi::run_with_args("SELECT set_config('lock_timeout', $1, true)", &[value.into()]));
+}
+
+/// An index that PostgreSQL's foreign-key trigger needs to stay linear.
+pub struct MissingIndex {
+    pub index_name: String,
+    /// `CREATE INDEX CONCURRENTLY ...`: what an operator runs by hand.
+    pub concurrently: String,
+    /// `CREATE INDEX ...`: what `authfort_cleanup_create_indexes()` runs.
+    pub in_transaction: String,
+}
+
+pub fn missing_index(table: &Table) -> Option<MissingIndex> {
+    let column = table.target.self_reference?;
+    let indexed = error::spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (
+            SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE i.indrelid = $1 AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL)",
+        &[table.oid.into(), column.into()],
+    ))
+    .unwrap_or(false);
+    if indexed {
+        return None;
+    }
+    let index_name = format!("ix_{}_{column}", table.target.table);
+    let (quoted_index, on) = (
+        pgrx::spi::quote_identifier(&index_name),
+        format!("{} ({column})", table.qualified_name),
+    );
+    Some(MissingIndex {
+        concurrently: format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted_index} ON {on};"),
+        in_transaction: format!("CREATE INDEX IF NOT EXISTS {quoted_index} ON {on};"),
+        index_name,
+    })
+}
+
+pub enum GuardMode {
+    /// A one-shot call: refuse with an error whose HINT is the fix.
+    Raise,
+    /// Report whether deleting would be quadratic, without raising.
+    Check,
+}
+
+/// Keeps session cleanup off PostgreSQL's quadratic path. Returns the missing
+/// index when the table is too large to delete from without it.
+pub fn guard_quadratic(table: &Table, mode: GuardMode) -> Option<MissingIndex> {
+    let missing = missing_index(table)?;
+    let threshold = settings::quadratic_guard_rows();
+    let rows = rows_up_to(table, threshold.saturating_add(1));
+    let column = table.target.self_reference.unwrap_or_default();
+    let problem = format!(
+        "{} has no index on {column}, so each deleted row costs PostgreSQL one scan of the whole table",
+        table.qualified_name
+    );
+    let hint = format!("{} (or SELECT authfort_cleanup_create_indexes();)", missing.concurrently);
+    if rows <= threshold {
+        error::warn(problem, hint);
+        return None;
+    }
+    if let GuardMode::Raise = mode {
+        error::raise_with_detail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            problem,
+            format!(
+                "The table holds more than authfort_cleanup.quadratic_guard_rows ({threshold}) rows; \
+                 deleting its expired sessions could take hours."
+            ),
+            hint,
+        );
+    }
+    Some(missing)
+}
+
+/// Builds a missing index inside the current transaction. CREATE INDEX holds
+/// a SHARE lock (writes wait) while it builds, so the wait for that lock is
+/// bounded like every other lock cleanup takes.
+pub fn create_index(missing: &MissingIndex) {
+    notice!("authfort_cleanup: {}", missing.in_transaction);
+    with_lock_timeout(|| error::spi(Spi::run(&missing.in_transaction)));
+}

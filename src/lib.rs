@@ -1,0 +1,49 @@
+//! authfort_cleanup: AuthFort's three cleanup jobs, inside PostgreSQL.
+//!
+//! - `targets`: what expires, as data (table, time column, rule).
+//! - `engine`: finds and checks a target's table and deletes its rows.
+//! - `run` and `run_log`: a whole run under the overlap guard, and its log.
+//! - `settings`: the GUCs.
+//! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
+
+use pgrx::prelude::*;
+
+mod api;
+mod engine;
+mod error;
+mod run;
+mod run_log;
+mod settings;
+mod targets;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+}
+
+extension_sql_file!("../sql/run_log.sql", name = "run_log");
+extension_sql_file!(
+    "../sql/run.sql",
+    name = "run",
+    requires = [
+        "run_log",
+        api::authfort_cleanup_batch,
+        api::authfort_cleanup_blocking_index,
+        api::authfort_cleanup_lock_key,
+        api::authfort_cleanup_record_run
+    ]
+);
+extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["run"]);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

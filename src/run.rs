@@ -1,0 +1,49 @@
+//! A run: the three targets cleaned together under the overlap guard, then
+//! logged. Two runs never double-work and never wait on each other: the
+//! second finds the advisory lock taken, does nothing, and says so.
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+use crate::engine::{self, Options};
+use crate::error;
+use crate::run_log::{self, Counts, RunStatus};
+use crate::settings;
+use crate::targets;
+
+/// One key per AuthFort schema, so runs over different schemas don't exclude
+/// each other.
+pub fn lock_key() -> i64 {
+    let schema = settings::authfort_schema();
+    error::spi(Spi::get_one_with_args::<i64>(
+        "SELECT hashtextextended('authfort_cleanup:' || $1, 0)",
+        &[schema.as_str().into()],
+    ))
+    .unwrap_or(0)
+}
+
+/// `authfort_cleanup_all()`: AuthFort's three cleanups with AuthFort's rules,
+/// in the caller's transaction. Being one transaction, a failure rolls back
+/// its log row with everything else; the batched procedure logs failures.
+pub fn all_in_one_transaction() -> Counts {
+    let started_at = error::spi(Spi::get_one::<TimestampWithTimeZone>("SELECT clock_timestamp()"));
+    let Some(started_at) = started_at else {
+        return Counts::default();
+    };
+    let locked = error::spi(Spi::get_one_with_args::<bool>(
+        "SELECT pg_try_advisory_xact_lock($1)",
+        &[lock_key().into()],
+    ));
+    if locked != Some(true) {
+        notice!("authfort_cleanup: another cleanup run is in progress; this one skipped");
+        run_log::record(started_at, &Counts::default(), RunStatus::Skipped, Some("another run was in progress"), None);
+        return Counts::default();
+    }
+    let mut counts = Counts::default();
+    for target in targets::ALL {
+        let table = engine::resolve(target);
+        *counts.of_mut(target) = engine::clean(&table, &Options::default());
+    }
+    run_log::record(started_at, &counts, RunStatus::Ok, None, None);
+    counts
+}

@@ -1,0 +1,165 @@
+//! The run log: one row in `authfort_cleanup_runs` per run, trimmed to
+//! `authfort_cleanup.run_log_retention`, and a `NOTIFY authfort_cleanup`
+//! whose JSON payload lets an application keep its own audit trail.
+
+use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+use serde::Serialize;
+
+use crate::error;
+use crate::settings;
+use crate::targets::Target;
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub keys: i64,
+    pub tokens: i64,
+    pub sessions: i64,
+}
+
+impl Counts {
+    pub fn of_mut(&mut self, target: &Target) -> &mut i64 {
+        match target.name {
+            "keys" => &mut self.keys,
+            "tokens" => &mut self.tokens,
+            _ => &mut self.sessions,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Ok,
+    Error,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ok" => Some(RunStatus::Ok),
+            "error" => Some(RunStatus::Error),
+            "skipped" => Some(RunStatus::Skipped),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Error => "error",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// The NOTIFY payload, one JSON object per run.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Announcement<'a> {
+    pub keys: i64,
+    pub tokens: i64,
+    pub sessions: i64,
+    pub status: &'a str,
+    pub duration_ms: i64,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Announcement<'_> {
+    pub fn to_json(&self) -> String {
+        match serde_json::to_string(self) {
+            Ok(json) => json,
+            Err(problem) => error::raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("authfort_cleanup: cannot serialise the run announcement: {problem}"),
+                "This is a bug in authfort_cleanup; please report it.",
+            ),
+        }
+    }
+}
+
+/// The log table, qualified with the schema the extension was created in.
+fn log_table() -> String {
+    let table = error::spi(Spi::get_one::<String>(
+        "SELECT format('%I.authfort_cleanup_runs', n.nspname)
+           FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+          WHERE e.extname = 'authfort_cleanup'",
+    ));
+    match table {
+        Some(table) => table,
+        None => error::raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "extension \"authfort_cleanup\" is not installed in this database",
+            "CREATE EXTENSION authfort_cleanup;",
+        ),
+    }
+}
+
+pub fn record(
+    started_at: TimestampWithTimeZone,
+    counts: &Counts,
+    status: RunStatus,
+    error_text: Option<&str>,
+    notes: Option<&str>,
+) {
+    let table = log_table();
+    let retention_seconds = settings::run_log_retention_seconds();
+    if retention_seconds > 0 {
+        error::spi(Spi::run_with_args(
+            &format!("DELETE FROM {table} WHERE finished_at < now() - make_interval(secs => $1)"),
+            &[f64::from(retention_seconds).into()],
+        ));
+    }
+    let (started_micros, duration_ms) = error::spi(Spi::get_two_with_args::<i64, i64>(
+        &format!(
+            "INSERT INTO {table} (started_at, keys, tokens, sessions, status, error, notes, run_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, current_user)
+             RETURNING (extract(epoch FROM started_at) * 1000000)::bigint,
+                       (extract(epoch FROM finished_at - started_at) * 1000)::bigint"
+        ),
+        &[
+            started_at.into(),
+            counts.keys.into(),
+            counts.tokens.into(),
+            counts.sessions.into(),
+            status.as_str().into(),
+            error_text.into(),
+            notes.into(),
+        ],
+    ));
+    let announcement = Announcement {
+        keys: counts.keys,
+        tokens: counts.tokens,
+        sessions: counts.sessions,
+        status: status.as_str(),
+        duration_ms: duration_ms.unwrap_or(0),
+        started_at: started_micros.and_then(DateTime::from_timestamp_micros).unwrap_or_default(),
+    };
+    error::spi(Spi::run_with_args(
+        "SELECT pg_notify('authfort_cleanup', $1)",
+        &[announcement.to_json().into()],
+    ));
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::*;
+
+    #[pg_test]
+    fn announcement_is_the_documented_json() {
+        let announcement = Announcement {
+            keys: 1,
+            tokens: 2,
+            sessions: 3,
+            status: "ok",
+            duration_ms: 4,
+            started_at: DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap_or_default(),
+        };
+        assert_eq!(
+            announcement.to_json(),
+            r#"{"keys":1,"tokens":2,"sessions":3,"status":"ok","duration_ms":4,"started_at":"2023-11-14T22:13:20Z"}"#
+        );
+    }
+}
