@@ -35,18 +35,23 @@ BEGIN
             USING HINT = 'Cleanup runs on the primary; the standby receives its deletions through replication.';
         RETURN;
     END IF;
-    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<=) 0 THEN
-        RAISE EXCEPTION 'batch_size must be greater than zero, not %', pg_catalog.coalesce(batch_size::text, 'NULL')
+    IF batch_size IS NULL OR grace IS NULL OR keep_revoked_until_expired IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL',
+            CASE WHEN batch_size IS NULL THEN 'batch_size' WHEN grace IS NULL THEN 'grace' ELSE 'keep_revoked_until_expired' END
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<=) 0 THEN
+        RAISE EXCEPTION 'batch_size must be greater than zero, not %', batch_size
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave batch_size out to use 10000.';
     END IF;
     IF max_runtime OPERATOR(pg_catalog.<=) interval '0' THEN
         RAISE EXCEPTION 'max_runtime must be positive, not %', max_runtime
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave max_runtime out (NULL) to run until done.';
     END IF;
-    IF grace IS NULL OR keep_revoked_until_expired IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', CASE WHEN grace IS NULL THEN 'grace' ELSE 'keep_revoked_until_expired' END
-            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
-    END IF;
+
+    -- Inside a transaction block (or called from a function) COMMIT is not
+    -- allowed: fail here, with 2D000, before anything is locked or deleted.
+    COMMIT;
 
     -- The overlap guard: a session lock held across the COMMITs below. A second
     -- run does nothing and says so; it never waits.
@@ -102,7 +107,7 @@ BEGIN
     COMMIT;
     IF failed_state IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message,
-            DETAIL = pg_catalog.coalesce(failed_detail, ''), HINT = pg_catalog.coalesce(failed_hint, '');
+            DETAIL = COALESCE(failed_detail, ''), HINT = COALESCE(failed_hint, '');
     END IF;
 END
 $procedure$;

@@ -9,6 +9,7 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
+use crate::check;
 use crate::engine::{self, GuardMode, Options};
 use crate::error;
 use crate::run;
@@ -176,6 +177,21 @@ fn authfort_cleanup_create_indexes() -> SetOfIterator<'static, String> {
         })
         .collect();
     SetOfIterator::new(created)
+}
+
+/// Problems that would make cleanup slow or keep it from running, each with
+/// the statement that fixes it.
+#[pg_extern(volatile, parallel_unsafe, security_invoker)]
+#[search_path(pg_catalog, pg_temp)]
+fn authfort_cleanup_check() -> TableIterator<
+    'static,
+    (name!(level, String), name!(target, Option<String>), name!(problem, String), name!(fix, Option<String>)),
+> {
+    let rows: Vec<_> = check::findings()
+        .into_iter()
+        .map(|finding| (finding.level.to_string(), finding.target.map(String::from), finding.problem, finding.fix))
+        .collect();
+    TableIterator::new(rows)
 }
 
 /// The overlap guard's advisory lock key for the current schema setting.

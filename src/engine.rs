@@ -105,8 +105,8 @@ pub fn resolve(target: &'static Target) -> Table {
 
 fn check_column(oid: pg_sys::Oid, qualified_name: &str, column: &str, expected_type: &str) {
     let actual_type = error::spi(Spi::get_one_with_args::<String>(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-          WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                  WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
         &[oid.into(), column.into()],
     ));
     match actual_type {

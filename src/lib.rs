@@ -3,12 +3,14 @@
 //! - `targets`: what expires, as data (table, time column, rule).
 //! - `engine`: finds and checks a target's table and deletes its rows.
 //! - `run` and `run_log`: a whole run under the overlap guard, and its log.
+//! - `check`: what would make cleanup slow or keep it from running.
 //! - `settings`: the GUCs.
 //! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
 
 use pgrx::prelude::*;
 
 mod api;
+mod check;
 mod engine;
 mod error;
 mod run;

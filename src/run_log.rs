@@ -142,6 +142,17 @@ pub fn record(
     ));
 }
 
+/// Failed runs in the last seven days and the last one's error, if any.
+pub fn recent_failures() -> Option<(i64, String)> {
+    let (failures, last_error) = error::spi(Spi::get_two::<i64, String>(&format!(
+        "SELECT count(*), (array_agg(error ORDER BY finished_at DESC))[1]
+           FROM {} WHERE status = 'error' AND finished_at > now() - interval '7 days'",
+        log_table()
+    )));
+    let failures = failures.unwrap_or(0);
+    (failures > 0).then(|| (failures, last_error.unwrap_or_default()))
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

@@ -1,0 +1,97 @@
+-- Every error names what is wrong, carries the right SQLSTATE and a HINT, and
+-- deletes nothing.
+\set SHOW_CONTEXT never
+\set VERBOSITY default
+INSERT INTO authfort_verification_tokens (id, user_id, token_hash, type, expires_at, created_at) VALUES
+    ('22000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000001', 'expired', 'otp', now() - interval '1 day', now());
+
+-- The schema setting names a schema that does not exist.
+SET authfort_cleanup.schema = 'no_such_schema';
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+-- A value that looks like SQL is only ever a name.
+SET authfort_cleanup.schema = 'public; DROP TABLE authfort_users';
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS users_still_there FROM authfort_users;
+
+-- The schema exists, the tables do not (AuthFort not migrated there).
+CREATE SCHEMA empty;
+SET authfort_cleanup.schema = 'empty';
+SELECT authfort_cleanup_keys();
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_sessions();
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM authfort_cleanup_all();
+\echo :LAST_ERROR_SQLSTATE
+
+-- A table from an older or foreign schema: a column missing, or of the wrong type.
+CREATE TABLE empty.authfort_verification_tokens (id uuid PRIMARY KEY, expires timestamptz);
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE empty.authfort_verification_tokens;
+CREATE TABLE empty.authfort_verification_tokens (id uuid PRIMARY KEY, expires_at timestamp);
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE empty.authfort_verification_tokens;
+CREATE VIEW empty.authfort_verification_tokens AS SELECT * FROM public.authfort_verification_tokens;
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+DROP SCHEMA empty CASCADE;
+RESET authfort_cleanup.schema;
+
+-- Bad arguments.
+SELECT authfort_cleanup_tokens(grace => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens(dry_run => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_sessions(keep_revoked_until_expired => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens(max_rows => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens(max_rows => -5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens(grace => '-1 day');
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens(grace => '1000 years');
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_tokens(grace => '-infinity');
+\echo :LAST_ERROR_SQLSTATE
+CALL authfort_cleanup_run(batch_size => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL authfort_cleanup_run(batch_size => NULL);
+\echo :LAST_ERROR_SQLSTATE
+CALL authfort_cleanup_run(max_runtime => '-1 second');
+\echo :LAST_ERROR_SQLSTATE
+CALL authfort_cleanup_run(grace => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM authfort_cleanup_batch('passwords', 0, 10, '0', false);
+\echo :LAST_ERROR_SQLSTATE
+
+-- Read-only transactions refuse before touching anything; a dry run still works.
+BEGIN READ ONLY;
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT authfort_cleanup_tokens(dry_run => true) AS would_delete;
+ROLLBACK;
+
+-- Inside a transaction that has already failed.
+BEGIN;
+SELECT 1 / 0;
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- The procedure needs to COMMIT, so it cannot run inside a transaction block.
+BEGIN;
+CALL authfort_cleanup_run();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- After all of that, the expired token is still there.
+SELECT token_hash FROM authfort_verification_tokens;
+SELECT authfort_cleanup_tokens() AS deleted;
