@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-all_suites=(pg_test regress differential procedure cron)
+all_suites=(regress differential procedure cron pg_test)
 suites=("$@")
 [ "${#suites[@]}" -gt 0 ] || suites=("${all_suites[@]}")
 
