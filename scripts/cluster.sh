@@ -30,25 +30,25 @@ start() {
     chown postgres: "$CLUSTER_DIR"
     if [ ! -f "$data/PG_VERSION" ]; then
         as_postgres "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-        # TCP stays on loopback only: pg_cron's libpq connections and the
-        # Python, Node.js and pgbench clients use it.
-        as_postgres tee -a "$data/postgresql.conf" >/dev/null <<CONF
-listen_addresses = '127.0.0.1'
-port = $PGPORT
-unix_socket_directories = '$CLUSTER_DIR'
-fsync = off
-max_connections = 60
-log_min_messages = warning
-CONF
-        if [ "$with_cron" = yes ]; then
-            as_postgres tee -a "$data/postgresql.conf" >/dev/null <<CONF
-shared_preload_libraries = 'pg_cron'
-cron.database_name = '$CRON_DATABASE'
-cron.use_background_workers = on
-max_worker_processes = 20
-CONF
-        fi
+        echo "include 'cluster.conf'" | as_postgres tee -a "$data/postgresql.conf" >/dev/null
     fi
+    # Rewritten on every start, so the same directory can be started with or
+    # without pg_cron. TCP stays on loopback only: pg_cron's connections and
+    # the Python, Node.js and pgbench clients use it.
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $PGPORT"
+        echo "unix_socket_directories = '$CLUSTER_DIR'"
+        echo "fsync = off"
+        echo "max_connections = 60"
+        echo "log_min_messages = warning"
+        if [ "$with_cron" = yes ]; then
+            echo "shared_preload_libraries = 'pg_cron'"
+            echo "cron.database_name = '$CRON_DATABASE'"
+            echo "cron.use_background_workers = on"
+            echo "max_worker_processes = 20"
+        fi
+    } | as_postgres tee "$data/cluster.conf" >/dev/null
     if ! as_postgres "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         as_postgres "$bindir/pg_ctl" -D "$data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
     fi
