@@ -3,6 +3,11 @@
 PG_CONFIG ?= $(shell command -v pg_config)
 N ?= 10000 100000 1000000
 SUITES ?=
+EXTENSION_DIR = $(shell "$(PG_CONFIG)" --sharedir)/extension
+# Install scripts of earlier releases, so CREATE EXTENSION ... VERSION and
+# ALTER EXTENSION ... UPDATE work from them (pgrx installs only the current
+# version's script and the update scripts).
+RELEASED_SCRIPTS = $(shell ls sql/authfort_cleanup--*.sql | grep -vE -- '--.+--')
 
 .PHONY: setup install install-dev demo stop test bench package clean
 
@@ -12,10 +17,12 @@ setup:
 # Builds and installs into the PostgreSQL that pg_config names.
 install: setup
 	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
 # The unoptimised build the tests run against: it compiles in half the time.
 install-dev: setup
 	cargo pgrx install --pg-config "$(PG_CONFIG)"
+	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
 demo: install
 	scripts/demo.sh

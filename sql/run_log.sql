@@ -20,3 +20,5 @@ SELECT pg_catalog.pg_extension_config_dump('authfort_cleanup_runs_id_seq', '');
 
 COMMENT ON TABLE authfort_cleanup_runs IS
     'One row per cleanup run: rows deleted per target, ok/error/skipped, and who ran it. Trimmed to authfort_cleanup.run_log_retention.';
+COMMENT ON COLUMN authfort_cleanup_runs.status IS 'ok, error (the run failed; see error), or skipped (another run was in progress).';
+COMMENT ON COLUMN authfort_cleanup_runs.notes IS 'What the run left undone on purpose: a target skipped for a missing index, or a stop at max_runtime.';

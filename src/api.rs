@@ -14,6 +14,7 @@ use crate::engine::{self, GuardMode, Options};
 use crate::error;
 use crate::run;
 use crate::run_log::{self, Counts, RunStatus};
+use crate::status;
 use crate::targets::{self, Target};
 
 fn required<T>(value: Option<T>, argument: &str) -> T {
@@ -190,6 +191,38 @@ fn authfort_cleanup_check() -> TableIterator<
     let rows: Vec<_> = check::findings()
         .into_iter()
         .map(|finding| (finding.level.to_string(), finding.target.map(String::from), finding.problem, finding.fix))
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// One row per target for the `authfort_cleanup_status` view.
+#[pg_extern(volatile, parallel_unsafe, security_invoker)]
+#[search_path(pg_catalog, pg_temp)]
+fn authfort_cleanup_target_status() -> TableIterator<
+    'static,
+    (
+        name!(target, String),
+        name!(table_name, String),
+        name!(rows, i64),
+        name!(deletable, i64),
+        name!(oldest_expired_age, Option<Interval>),
+        name!(supporting_index_present, bool),
+        name!(table_bytes, i64),
+    ),
+> {
+    let rows: Vec<_> = status::all()
+        .into_iter()
+        .map(|status| {
+            (
+                status.target.name.to_string(),
+                status.table_name,
+                status.rows,
+                status.deletable,
+                status.oldest_expired_age,
+                status.supporting_index_present,
+                status.table_bytes,
+            )
+        })
         .collect();
     TableIterator::new(rows)
 }

@@ -4,6 +4,7 @@
 //! - `engine`: finds and checks a target's table and deletes its rows.
 //! - `run` and `run_log`: a whole run under the overlap guard, and its log.
 //! - `check`: what would make cleanup slow or keep it from running.
+//! - `status`: the numbers behind the authfort_cleanup_status view.
 //! - `settings`: the GUCs.
 //! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
 
@@ -16,6 +17,7 @@ mod error;
 mod run;
 mod run_log;
 mod settings;
+mod status;
 mod targets;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -38,6 +40,29 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["run"]);
+extension_sql_file!(
+    "../sql/status.sql",
+    name = "status",
+    requires = ["run_log", api::authfort_cleanup_target_status]
+);
+extension_sql_file!(
+    "../sql/comments.sql",
+    name = "comments",
+    requires = [
+        api::authfort_cleanup_keys,
+        api::authfort_cleanup_tokens,
+        api::authfort_cleanup_sessions,
+        api::authfort_cleanup_all,
+        api::authfort_cleanup_preview,
+        api::authfort_cleanup_check,
+        api::authfort_cleanup_create_indexes,
+        api::authfort_cleanup_batch,
+        api::authfort_cleanup_blocking_index,
+        api::authfort_cleanup_lock_key,
+        api::authfort_cleanup_record_run,
+        api::authfort_cleanup_target_status
+    ]
+);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[cfg(test)]
