@@ -3,10 +3,9 @@
 //! executable statement that fixes it, where one exists.
 
 use crate::engine::{self, Options};
-use crate::error;
+use crate::query;
 use crate::run_log;
 use crate::targets;
-use pgrx::prelude::*;
 
 /// More deletable rows than this in one target is a backlog worth a warning:
 /// the schedule is missing, failing, or too rare.
@@ -64,17 +63,15 @@ pub fn findings() -> Vec<Finding> {
 
 /// Why no scheduled run will happen from this database, if none will.
 fn schedule_problem() -> Option<String> {
-    let has_pg_cron = error::spi(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')",
-    ))
+    let has_pg_cron = query::one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')", &[])
     .unwrap_or(false);
     if !has_pg_cron {
         return Some("pg_cron is not installed in this database, so nothing schedules the cleanup".into());
     }
-    let scheduled = error::spi(Spi::get_one::<bool>(
+    let scheduled = query::one::<bool>(
         "SELECT EXISTS (SELECT FROM cron.job WHERE active AND database = current_database()
-                          AND command LIKE '%authfort_cleanup%')",
-    ))
+                          AND command LIKE '%authfort_cleanup%')", &[])
     .unwrap_or(false);
     (!scheduled).then(|| "no active pg_cron job runs authfort_cleanup in this database".into())
 }

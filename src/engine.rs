@@ -11,6 +11,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::error;
+use crate::query;
 use crate::settings;
 use crate::targets::Target;
 
@@ -104,11 +105,11 @@ pub fn resolve(target: &'static Target) -> Table {
 }
 
 fn check_column(oid: pg_sys::Oid, qualified_name: &str, column: &str, expected_type: &str) {
-    let actual_type = error::spi(Spi::get_one_with_args::<String>(
+    let actual_type = query::one::<String>(
         "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
                   WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
         &[oid.into(), column.into()],
-    ));
+    );
     match actual_type {
         None => error::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -124,34 +125,41 @@ fn check_column(oid: pg_sys::Oid, qualified_name: &str, column: &str, expected_t
     }
 }
 
-/// Refuses before anything is locked or deleted: on a standby, in a read-only
-/// transaction, or without the privileges the statement needs.
-pub fn require_writable(table: &Table) {
-    let (in_recovery, read_only) = error::spi(Spi::get_two::<bool, bool>(
+/// Refuses, before anything is locked or written, to delete on a standby or
+/// in a read-only transaction. `what` names what would have been deleted.
+pub fn refuse_read_only(what: &str) {
+    let (in_recovery, read_only) = query::two::<bool, bool>(
         "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean",
-    ));
+        &[],
+    );
     if in_recovery == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot delete from {} on a standby server", table.qualified_name),
+            format!("cannot delete from {what} on a standby server"),
             "Run authfort_cleanup on the primary; the standby receives its deletions through replication.",
         );
     }
     if read_only == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot delete from {} in a read-only transaction", table.qualified_name),
+            format!("cannot delete from {what} in a read-only transaction"),
             "Run the cleanup in a read-write transaction, or pass dry_run => true to only count.",
         );
     }
-    let missing = error::spi(Spi::get_one_with_args::<String>(
+}
+
+/// Refuses before anything is locked or deleted: on a standby, in a read-only
+/// transaction, or without the privileges the statement needs.
+pub fn require_writable(table: &Table) {
+    refuse_read_only(&table.qualified_name);
+    let missing = query::one::<String>(
         "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
            FROM unnest(ARRAY['SELECT', 'UPDATE', 'DELETE']) WITH ORDINALITY AS p(privilege, ordinality)
           WHERE NOT has_table_privilege($1, privilege)",
         &[table.oid.into()],
-    ));
+    );
     if let Some(missing) = missing {
-        let role = error::spi(Spi::get_one::<String>("SELECT quote_ident(current_user)")).unwrap_or_default();
+        let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
         error::raise_with_detail(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("permission denied for table {}", table.qualified_name),
@@ -164,10 +172,10 @@ pub fn require_writable(table: &Table) {
 
 /// `now() - grace`, after checking that grace is sensible.
 fn cutoff(grace: Interval) -> TimestampWithTimeZone {
-    let (negative, too_long) = error::spi(Spi::get_two_with_args::<bool, bool>(
+    let (negative, too_long) = query::two::<bool, bool>(
         "SELECT $1 < interval '0', $1 > interval '100 years'",
         &[grace.into()],
-    ));
+    );
     if negative == Some(true) || too_long == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -175,7 +183,7 @@ fn cutoff(grace: Interval) -> TimestampWithTimeZone {
             "grace keeps rows that expired less than this long ago, for example grace => '7 days'.",
         );
     }
-    match error::spi(Spi::get_one_with_args::<TimestampWithTimeZone>("SELECT now() - $1", &[grace.into()])) {
+    match query::one::<TimestampWithTimeZone>("SELECT now() - $1", &[grace.into()]) {
         Some(cutoff) => cutoff,
         None => error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "now() - grace is NULL", "This is a bug."),
     }
@@ -213,19 +221,19 @@ fn selection_sql(table: &Table, options: &Options, scope: &Scope, limit: Option<
 }
 
 /// Deletes (or, in a dry run, counts) what `options` selects within `scope`.
+/// Callers that delete have checked `require_writable` first.
 fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i64 {
     let cutoff = cutoff(options.grace);
     let (selection, arguments) = selection_sql(table, options, scope, limit);
     let mut parameters: Vec<DatumWithOid> = vec![cutoff.into()];
     parameters.extend(arguments.iter().map(|argument| DatumWithOid::from(argument.as_str())));
     if options.dry_run {
-        let count = error::spi(Spi::get_one_with_args::<i64>(
+        let count = query::one::<i64>(
             &format!("SELECT count(*) FROM ({selection}) AS deletable"),
             &parameters,
-        ));
+        );
         return count.unwrap_or(0);
     }
-    require_writable(table);
     let statement = format!(
         "DELETE FROM {} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))",
         table.qualified_name
@@ -240,6 +248,7 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
 /// Deletes what a one-shot call asks for: the whole backlog, or `max_rows`.
 pub fn clean(table: &Table, options: &Options) -> i64 {
     if !options.dry_run {
+        require_writable(table);
         guard_quadratic(table, GuardMode::Raise);
     }
     run(table, options, &Scope::Everything, options.max_rows)
@@ -249,12 +258,13 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
 /// heap blocks starting at `first_block`. Returns the rows deleted and the
 /// block to start the next batch at, or None once the table is walked.
 pub fn clean_batch(table: &Table, options: &Options, first_block: i64, batch_size: i64) -> (i64, Option<i64>) {
-    let (block_count, rows_per_block) = error::spi(Spi::get_two_with_args::<i64, f64>(
+    require_writable(table);
+    let (block_count, rows_per_block) = query::two::<i64, f64>(
         "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
                 CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages ELSE 0 END
            FROM pg_class WHERE oid = $1",
         &[table.oid.into()],
-    ));
+    );
     let block_count = block_count.unwrap_or(0);
     if first_block >= block_count {
         return (0, None);
@@ -273,7 +283,7 @@ pub fn clean_batch(table: &Table, options: &Options, first_block: i64, batch_siz
 /// Earliest expiry among the rows the rule selects, for previews.
 pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWithTimeZone> {
     let cutoff = cutoff(options.grace);
-    error::spi(Spi::get_one_with_args::<TimestampWithTimeZone>(
+    query::one::<TimestampWithTimeZone>(
         &format!(
             "SELECT min({time}) FROM {table} WHERE {rule}",
             time = table.target.time_column,
@@ -281,16 +291,16 @@ pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWit
             rule = rule_sql(table.target, options)
         ),
         &[cutoff.into()],
-    ))
+    )
 }
 
 /// Rows in the table, counting no further than `ceiling`, so asking costs at
 /// most that many rows however large the table is.
 pub fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
-    error::spi(Spi::get_one_with_args::<i64>(
+    query::one::<i64>(
         &format!("SELECT count(*) FROM (SELECT FROM {} LIMIT $1) AS sample", table.qualified_name),
         &[ceiling.into()],
-    ))
+    )
     .unwrap_or(0)
 }
 
@@ -298,9 +308,8 @@ pub fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
 /// already waits less, then puts the caller's value back.
 fn with_lock_timeout<T>(work: impl FnOnce() -> T) -> T {
     let ours = settings::lock_timeout_ms();
-    let (callers_ms, callers_setting) = error::spi(Spi::get_two::<i32, String>(
-        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'",
-    ));
+    let (callers_ms, callers_setting) = query::two::<i32, String>(
+        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'", &[]);
     let callers_ms = callers_ms.unwrap_or(0);
     let tighten = ours > 0 && (callers_ms == 0 || ours < callers_ms);
     if tighten {
@@ -314,7 +323,7 @@ fn with_lock_timeout<T>(work: impl FnOnce() -> T) -> T {
 }
 
 fn set_lock_timeout(value: &str) {
-    error::spi(Spi::run_with_args("SELECT set_config('lock_timeout', $1, true)", &[value.into()]));
+    query::one::<String>("SELECT set_config('lock_timeout', $1, true)", &[value.into()]);
 }
 
 /// An index that PostgreSQL's foreign-key trigger needs to stay linear.
@@ -328,12 +337,12 @@ pub struct MissingIndex {
 
 pub fn missing_index(table: &Table) -> Option<MissingIndex> {
     let column = table.target.self_reference?;
-    let indexed = error::spi(Spi::get_one_with_args::<bool>(
+    let indexed = query::one::<bool>(
         "SELECT EXISTS (
             SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
              WHERE i.indrelid = $1 AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL)",
         &[table.oid.into(), column.into()],
-    ))
+    )
     .unwrap_or(false);
     if indexed {
         return None;

@@ -14,6 +14,7 @@ mod api;
 mod check;
 mod engine;
 mod error;
+mod query;
 mod run;
 mod run_log;
 mod settings;

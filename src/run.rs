@@ -6,7 +6,7 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use crate::engine::{self, Options};
-use crate::error;
+use crate::query;
 use crate::run_log::{self, Counts, RunStatus};
 use crate::settings;
 use crate::targets;
@@ -15,10 +15,10 @@ use crate::targets;
 /// each other.
 pub fn lock_key() -> i64 {
     let schema = settings::authfort_schema();
-    error::spi(Spi::get_one_with_args::<i64>(
+    query::one::<i64>(
         "SELECT hashtextextended('authfort_cleanup:' || $1, 0)",
         &[schema.as_str().into()],
-    ))
+    )
     .unwrap_or(0)
 }
 
@@ -26,14 +26,15 @@ pub fn lock_key() -> i64 {
 /// in the caller's transaction. Being one transaction, a failure rolls back
 /// its log row with everything else; the batched procedure logs failures.
 pub fn all_in_one_transaction() -> Counts {
-    let started_at = error::spi(Spi::get_one::<TimestampWithTimeZone>("SELECT clock_timestamp()"));
+    let started_at = query::one::<TimestampWithTimeZone>("SELECT clock_timestamp()", &[]);
     let Some(started_at) = started_at else {
         return Counts::default();
     };
-    let locked = error::spi(Spi::get_one_with_args::<bool>(
+    engine::refuse_read_only("AuthFort's tables");
+    let locked = query::one::<bool>(
         "SELECT pg_try_advisory_xact_lock($1)",
         &[lock_key().into()],
-    ));
+    );
     if locked != Some(true) {
         notice!("authfort_cleanup: another cleanup run is in progress; this one skipped");
         run_log::record(started_at, &Counts::default(), RunStatus::Skipped, Some("another run was in progress"), None);

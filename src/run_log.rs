@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 use serde::Serialize;
 
 use crate::error;
+use crate::query;
 use crate::settings;
 use crate::targets::Target;
 
@@ -81,11 +82,10 @@ impl Announcement<'_> {
 
 /// The log table, qualified with the schema the extension was created in.
 fn log_table() -> String {
-    let table = error::spi(Spi::get_one::<String>(
+    let table = query::one::<String>(
         "SELECT format('%I.authfort_cleanup_runs', n.nspname)
            FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-          WHERE e.extname = 'authfort_cleanup'",
-    ));
+          WHERE e.extname = 'authfort_cleanup'", &[]);
     match table {
         Some(table) => table,
         None => error::raise(
@@ -144,11 +144,11 @@ pub fn record(
 
 /// Failed runs in the last seven days and the last one's error, if any.
 pub fn recent_failures() -> Option<(i64, String)> {
-    let (failures, last_error) = error::spi(Spi::get_two::<i64, String>(&format!(
+    let (failures, last_error) = query::two::<i64, String>(&format!(
         "SELECT count(*), (array_agg(error ORDER BY finished_at DESC))[1]
            FROM {} WHERE status = 'error' AND finished_at > now() - interval '7 days'",
         log_table()
-    )));
+    ), &[]);
     let failures = failures.unwrap_or(0);
     (failures > 0).then(|| (failures, last_error.unwrap_or_default()))
 }
