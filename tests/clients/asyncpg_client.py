@@ -1,0 +1,132 @@
+"""The cleanup functions called through asyncpg, AuthFort's own driver.
+
+usage: asyncpg_client.py DSN SEED_SQL
+
+Reseeds the database with SEED_SQL before each group of checks and prints
+one "  ok  ..." or "  FAIL ..." line per check, for tests/suites/clients.sh
+to count. Exits non-zero if anything failed or the script itself broke.
+"""
+
+import asyncio
+import sys
+from datetime import datetime, timedelta
+
+import asyncpg
+
+EXPECTED = {"keys": 2, "tokens": 3, "sessions": 4}  # what SEED_SQL makes deletable
+TOTAL = {"keys": 4, "tokens": 5, "sessions": 6}  # all rows SEED_SQL inserts
+LIVE = "2|2|2"  # rows left after a cleanup: keys|tokens|sessions
+STATUS_COLUMNS = [
+    "target", "table_name", "rows", "deletable", "oldest_expired_age", "supporting_index_present",
+    "table_bytes", "last_run_at", "last_run_status", "last_run_deleted",
+]
+
+failures = 0
+
+
+def check(name: str, expected: object, actual: object) -> None:
+    global failures
+    if expected == actual:
+        print(f"  ok  asyncpg: {name}")
+    else:
+        failures += 1
+        print(f"  FAIL asyncpg: {name}: expected [{expected!r}], got [{actual!r}]")
+
+
+def is_int(value: object) -> bool:
+    # bool is a subclass of int; a count must be a real int.
+    return type(value) is int
+
+
+async def rows_left(conn: asyncpg.Connection) -> str:
+    return await conn.fetchval(
+        "SELECT (SELECT count(*) FROM authfort_signing_keys) || '|' ||"
+        "       (SELECT count(*) FROM authfort_verification_tokens) || '|' ||"
+        "       (SELECT count(*) FROM authfort_refresh_tokens)"
+    )
+
+
+async def last_run(conn: asyncpg.Connection) -> str | None:
+    return await conn.fetchval(
+        "SELECT status || '|' || keys || '|' || tokens || '|' || sessions"
+        "  FROM authfort_cleanup_runs ORDER BY id DESC LIMIT 1"
+    )
+
+
+async def main(dsn: str, seed_sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        # preview and status on fresh data, then the three functions.
+        await conn.execute(seed_sql)
+
+        preview = await conn.fetch("SELECT * FROM authfort_cleanup_preview()")
+        check("preview returns 3 rows", 3, len(preview))
+        check("preview columns", ["target", "deletable", "oldest_expiry"], list(preview[0].keys()) if preview else None)
+        check("preview deletable per target, as int", EXPECTED,
+              {r["target"]: r["deletable"] for r in preview if is_int(r["deletable"])})
+        check("preview oldest_expiry is an aware datetime", [True] * 3,
+              [isinstance(r["oldest_expiry"], datetime) and r["oldest_expiry"].tzinfo is not None for r in preview])
+
+        status = await conn.fetch("SELECT * FROM authfort_cleanup_status")
+        check("status returns 3 rows", 3, len(status))
+        check("status columns", STATUS_COLUMNS, list(status[0].keys()) if status else None)
+        check("status rows per target, as int", TOTAL, {r["target"]: r["rows"] for r in status if is_int(r["rows"])})
+        check("status deletable per target, as int", EXPECTED,
+              {r["target"]: r["deletable"] for r in status if is_int(r["deletable"])})
+        check("status oldest_expired_age is a positive timedelta", [True] * 3,
+              [isinstance(r["oldest_expired_age"], timedelta) and r["oldest_expired_age"] > timedelta(0) for r in status])
+        check("status supporting_index_present is True", [True] * 3, [r["supporting_index_present"] for r in status])
+        check("status table_bytes is an int > 0", [True] * 3,
+              [is_int(r["table_bytes"]) and r["table_bytes"] > 0 for r in status])
+
+        row = await conn.fetchrow(
+            "SELECT authfort_cleanup_keys(), authfort_cleanup_tokens(), authfort_cleanup_sessions()"
+        )
+        values = list(row.values())
+        check("keys(), tokens(), sessions() are Python ints", ["int"] * 3, [type(v).__name__ for v in values])
+        check("keys(), tokens(), sessions() counts", list(EXPECTED.values()), values)
+        check("rows left after the three functions", LIVE, await rows_left(conn))
+
+        # authfort_cleanup_all(): one row of three ints.
+        await conn.execute(seed_sql)
+        rows = await conn.fetch("SELECT * FROM authfort_cleanup_all()")
+        check("cleanup_all() returns one row", 1, len(rows))
+        check("cleanup_all() row, as ints", EXPECTED,
+              {k: v for k, v in rows[0].items() if is_int(v)} if rows else None)
+        check("rows left after cleanup_all()", LIVE, await rows_left(conn))
+
+        # CALL in autocommit: a plain execute() outside any transaction.
+        await conn.execute(seed_sql)
+        check("CALL authfort_cleanup_run() in autocommit", "CALL", await conn.execute("CALL authfort_cleanup_run()"))
+        check("rows left after CALL", LIVE, await rows_left(conn))
+        check("run log after CALL: status|keys|tokens|sessions", "ok|2|3|4", await last_run(conn))
+        status = await conn.fetch("SELECT target, last_run_status, last_run_deleted FROM authfort_cleanup_status")
+        check("status shows the last run", {t: ("ok", n) for t, n in EXPECTED.items()},
+              {r["target"]: (r["last_run_status"], r["last_run_deleted"]) for r in status})
+
+        # With a bound parameter asyncpg uses the extended protocol; batch_size
+        # 1 makes the procedure COMMIT after every row.
+        await conn.execute(seed_sql)
+        check("CALL with a bound parameter (extended protocol)", "CALL",
+              await conn.execute("CALL authfort_cleanup_run(batch_size => $1)", 1))
+        check("rows left after the parameterized CALL", LIVE, await rows_left(conn))
+        check("run log after the parameterized CALL", "ok|2|3|4", await last_run(conn))
+
+        # Inside a transaction the procedure cannot COMMIT: 2D000, nothing deleted.
+        await conn.execute(seed_sql)
+        sqlstate = None
+        try:
+            async with conn.transaction():
+                await conn.execute("CALL authfort_cleanup_run()")
+        except asyncpg.PostgresError as error:
+            sqlstate = error.sqlstate
+        check("CALL inside conn.transaction() fails with 2D000", "2D000", sqlstate)
+        check("nothing deleted by the refused CALL", "4|5|6", await rows_left(conn))
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    with open(sys.argv[2], encoding="utf-8") as seed:
+        asyncio.run(main(sys.argv[1], seed.read()))
+    sys.exit(1 if failures else 0)
