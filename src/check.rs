@@ -34,10 +34,8 @@ pub fn findings() -> Vec<Finding> {
                 fix: Some(missing.concurrently),
             });
         }
-        let backlog = engine::clean(
-            &table,
-            &Options { dry_run: true, max_rows: Some(BACKLOG_ROWS + 1), ..Options::default() },
-        );
+        let backlog =
+            engine::clean(&table, &Options { dry_run: true, max_rows: Some(BACKLOG_ROWS + 1), ..Options::default() });
         if backlog > BACKLOG_ROWS {
             findings.push(Finding {
                 level: "warning",
@@ -48,7 +46,12 @@ pub fn findings() -> Vec<Finding> {
         }
     }
     if let Some(problem) = schedule_problem() {
-        findings.push(Finding { level: "info", target: None, problem, fix: Some("SELECT authfort_cleanup_schedule();".into()) });
+        findings.push(Finding {
+            level: "info",
+            target: None,
+            problem,
+            fix: Some("SELECT authfort_cleanup_schedule();".into()),
+        });
     }
     if let Some((failures, last_error)) = run_log::recent_failures() {
         findings.push(Finding {
@@ -63,15 +66,16 @@ pub fn findings() -> Vec<Finding> {
 
 /// Why no scheduled run will happen from this database, if none will.
 fn schedule_problem() -> Option<String> {
-    let has_pg_cron = query::one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')", &[])
-    .unwrap_or(false);
+    let has_pg_cron =
+        query::one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')", &[]).unwrap_or(false);
     if !has_pg_cron {
         return Some("pg_cron is not installed in this database, so nothing schedules the cleanup".into());
     }
     let scheduled = query::one::<bool>(
         "SELECT EXISTS (SELECT FROM cron.job WHERE active AND database = current_database()
-                          AND command LIKE '%authfort_cleanup%')", &[])
+                          AND command LIKE '%authfort_cleanup%')",
+        &[],
+    )
     .unwrap_or(false);
     (!scheduled).then(|| "no active pg_cron job runs authfort_cleanup in this database".into())
 }

@@ -30,12 +30,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            grace: Interval::from_micros(0),
-            max_rows: None,
-            dry_run: false,
-            keep_revoked_until_expired: false,
-        }
+        Options { grace: Interval::from_micros(0), max_rows: None, dry_run: false, keep_revoked_until_expired: false }
     }
 }
 
@@ -53,7 +48,10 @@ enum Scope {
     Everything,
     /// Heap blocks `[first, end)`: a TID range scan, so a batch costs the same
     /// however large the table is.
-    Blocks { first: i64, end: i64 },
+    Blocks {
+        first: i64,
+        end: i64,
+    },
 }
 
 pub fn resolve(target: &'static Target) -> Table {
@@ -128,10 +126,8 @@ fn check_column(oid: pg_sys::Oid, qualified_name: &str, column: &str, expected_t
 /// Refuses, before anything is locked or written, to delete on a standby or
 /// in a read-only transaction. `what` names what would have been deleted.
 pub fn refuse_read_only(what: &str) {
-    let (in_recovery, read_only) = query::two::<bool, bool>(
-        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean",
-        &[],
-    );
+    let (in_recovery, read_only) =
+        query::two::<bool, bool>("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean", &[]);
     if in_recovery == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
@@ -163,8 +159,10 @@ pub fn require_writable(table: &Table) {
         error::raise_with_detail(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("permission denied for table {}", table.qualified_name),
-            format!("Cleanup needs SELECT, UPDATE and DELETE on it; {role} lacks {missing}. \
-                     UPDATE is what lets it skip rows the application holds locked."),
+            format!(
+                "Cleanup needs SELECT, UPDATE and DELETE on it; {role} lacks {missing}. \
+                     UPDATE is what lets it skip rows the application holds locked."
+            ),
             format!("GRANT SELECT, UPDATE, DELETE ON TABLE {} TO {role};", table.qualified_name),
         );
     }
@@ -172,10 +170,8 @@ pub fn require_writable(table: &Table) {
 
 /// `now() - grace`, after checking that grace is sensible.
 fn cutoff(grace: Interval) -> TimestampWithTimeZone {
-    let (negative, too_long) = query::two::<bool, bool>(
-        "SELECT $1 < interval '0', $1 > interval '100 years'",
-        &[grace.into()],
-    );
+    let (negative, too_long) =
+        query::two::<bool, bool>("SELECT $1 < interval '0', $1 > interval '100 years'", &[grace.into()]);
     if negative == Some(true) || too_long == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -228,16 +224,11 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
     let mut parameters: Vec<DatumWithOid> = vec![cutoff.into()];
     parameters.extend(arguments.iter().map(|argument| DatumWithOid::from(argument.as_str())));
     if options.dry_run {
-        let count = query::one::<i64>(
-            &format!("SELECT count(*) FROM ({selection}) AS deletable"),
-            &parameters,
-        );
+        let count = query::one::<i64>(&format!("SELECT count(*) FROM ({selection}) AS deletable"), &parameters);
         return count.unwrap_or(0);
     }
-    let statement = format!(
-        "DELETE FROM {} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))",
-        table.qualified_name
-    );
+    let statement =
+        format!("DELETE FROM {} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))", table.qualified_name);
     with_lock_timeout(|| {
         error::spi(Spi::connect_mut(|client| {
             client.update(statement.as_str(), None, &parameters).map(|deleted| deleted.len() as i64)
@@ -309,7 +300,9 @@ pub fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
 fn with_lock_timeout<T>(work: impl FnOnce() -> T) -> T {
     let ours = settings::lock_timeout_ms();
     let (callers_ms, callers_setting) = query::two::<i32, String>(
-        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'", &[]);
+        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'",
+        &[],
+    );
     let callers_ms = callers_ms.unwrap_or(0);
     let tighten = ours > 0 && (callers_ms == 0 || ours < callers_ms);
     if tighten {
@@ -348,10 +341,7 @@ pub fn missing_index(table: &Table) -> Option<MissingIndex> {
         return None;
     }
     let index_name = format!("ix_{}_{column}", table.target.table);
-    let (quoted_index, on) = (
-        pgrx::spi::quote_identifier(&index_name),
-        format!("{} ({column})", table.qualified_name),
-    );
+    let (quoted_index, on) = (pgrx::spi::quote_identifier(&index_name), format!("{} ({column})", table.qualified_name));
     Some(MissingIndex {
         concurrently: format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted_index} ON {on};"),
         in_transaction: format!("CREATE INDEX IF NOT EXISTS {quoted_index} ON {on};"),
@@ -444,17 +434,17 @@ mod tests {
     /// Expiries cluster on the boundaries that matter: now() itself and
     /// now() minus each grace.
     fn expiry() -> impl Strategy<Value = i64> {
-        prop_oneof![
-            Just(0i64),
-            Just(-3600),
-            Just(-3599),
-            Just(-3601),
-            -200_000i64..200_000,
-        ]
+        prop_oneof![Just(0i64), Just(-3600), Just(-3599), Just(-3601), -200_000i64..200_000,]
     }
 
     fn case() -> impl Strategy<Value = Case> {
-        let row = (proptest::option::weighted(0.85, expiry()), any::<bool>(), proptest::bool::weighted(0.1), any::<prop::sample::Index>(), any::<bool>());
+        let row = (
+            proptest::option::weighted(0.85, expiry()),
+            any::<bool>(),
+            proptest::bool::weighted(0.1),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        );
         (
             prop::collection::vec(row, 0..60),
             prop_oneof![Just(0i64), Just(3600), Just(86_400)],
@@ -470,7 +460,9 @@ mod tests {
                         expires_in,
                         revoked,
                         is_current,
-                        replaced_by: (chained && count > 1).then(|| target.index(count)).filter(|other| *other != position),
+                        replaced_by: (chained && count > 1)
+                            .then(|| target.index(count))
+                            .filter(|other| *other != position),
                     })
                     .collect();
                 Case { rows, grace_seconds, keep_revoked_until_expired, mode }
@@ -520,7 +512,9 @@ mod tests {
                     id(position),
                     row.is_current
                 ),
-                "tokens" => format!("INSERT INTO prop.authfort_verification_tokens VALUES ('{}', {expires_at})", id(position)),
+                "tokens" => {
+                    format!("INSERT INTO prop.authfort_verification_tokens VALUES ('{}', {expires_at})", id(position))
+                }
                 _ => format!(
                     "INSERT INTO prop.authfort_refresh_tokens VALUES ('{}', {expires_at}, {}, NULL)",
                     id(position),
@@ -586,14 +580,16 @@ mod tests {
             (0..case.rows.len()).filter(|position| oracle_deletes(target, &case.rows[*position], case)).collect();
         let deleted_count = run_engine(target, case);
         let surviving: std::collections::HashMap<String, Option<String>> = survivors(target).into_iter().collect();
-        let deleted: Vec<usize> = (0..case.rows.len()).filter(|position| !surviving.contains_key(&id(*position))).collect();
+        let deleted: Vec<usize> =
+            (0..case.rows.len()).filter(|position| !surviving.contains_key(&id(*position))).collect();
         prop_assert_eq!(deleted_count, deleted.len() as i64);
         match case.mode {
             Mode::MaxRows(limit) => {
                 prop_assert_eq!(deleted.len(), expected.len().min(limit as usize));
                 prop_assert!(deleted.iter().all(|position| expected.contains(position)));
                 let latest_deleted = deleted.iter().filter_map(|p| case.rows[*p].expires_in).max();
-                let earliest_kept = expected.iter().filter(|p| !deleted.contains(p)).filter_map(|p| case.rows[*p].expires_in).min();
+                let earliest_kept =
+                    expected.iter().filter(|p| !deleted.contains(p)).filter_map(|p| case.rows[*p].expires_in).min();
                 if let (Some(latest), Some(earliest)) = (latest_deleted, earliest_kept) {
                     prop_assert!(latest <= earliest, "max_rows must take the oldest expiry first");
                 }

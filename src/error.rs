@@ -9,9 +9,7 @@ use pgrx::prelude::*;
 /// Raises an ERROR; the current (sub)transaction is aborted, so nothing the
 /// statement deleted survives.
 pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), function_name!())
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message.into(), function_name!()).set_hint(hint).report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
 }
 

@@ -41,11 +41,7 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["run"]);
-extension_sql_file!(
-    "../sql/status.sql",
-    name = "status",
-    requires = ["run_log", api::authfort_cleanup_target_status]
-);
+extension_sql_file!("../sql/status.sql", name = "status", requires = ["run_log", api::authfort_cleanup_target_status]);
 extension_sql_file!(
     "../sql/comments.sql",
     name = "comments",

@@ -15,11 +15,7 @@ use crate::targets;
 /// each other.
 pub fn lock_key() -> i64 {
     let schema = settings::authfort_schema();
-    query::one::<i64>(
-        "SELECT hashtextextended('authfort_cleanup:' || $1, 0)",
-        &[schema.as_str().into()],
-    )
-    .unwrap_or(0)
+    query::one::<i64>("SELECT hashtextextended('authfort_cleanup:' || $1, 0)", &[schema.as_str().into()]).unwrap_or(0)
 }
 
 /// `authfort_cleanup_all()`: AuthFort's three cleanups with AuthFort's rules,
@@ -31,20 +27,15 @@ pub fn all_in_one_transaction() -> Counts {
         return Counts::default();
     };
     engine::refuse_read_only("AuthFort's tables");
-    let locked = query::one::<bool>(
-        "SELECT pg_try_advisory_xact_lock($1)",
-        &[lock_key().into()],
-    );
+    let locked = query::one::<bool>("SELECT pg_try_advisory_xact_lock($1)", &[lock_key().into()]);
     if locked != Some(true) {
         notice!("authfort_cleanup: another cleanup run is in progress; this one skipped");
         run_log::record(started_at, &Counts::default(), RunStatus::Skipped, Some("another run was in progress"), None);
         return Counts::default();
     }
-    let mut counts = Counts::default();
-    for target in targets::ALL {
-        let table = engine::resolve(target);
-        *counts.of_mut(target) = engine::clean(&table, &Options::default());
-    }
+    let [keys, tokens, sessions] =
+        targets::ALL.map(|target| engine::clean(&engine::resolve(target), &Options::default()));
+    let counts = Counts { keys, tokens, sessions };
     run_log::record(started_at, &counts, RunStatus::Ok, None, None);
     counts
 }

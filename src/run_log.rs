@@ -11,23 +11,12 @@ use serde::Serialize;
 use crate::error;
 use crate::query;
 use crate::settings;
-use crate::targets::Target;
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub keys: i64,
     pub tokens: i64,
     pub sessions: i64,
-}
-
-impl Counts {
-    pub fn of_mut(&mut self, target: &Target) -> &mut i64 {
-        match target.name {
-            "keys" => &mut self.keys,
-            "tokens" => &mut self.tokens,
-            _ => &mut self.sessions,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +74,9 @@ fn log_table() -> String {
     let table = query::one::<String>(
         "SELECT format('%I.authfort_cleanup_runs', n.nspname)
            FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-          WHERE e.extname = 'authfort_cleanup'", &[]);
+          WHERE e.extname = 'authfort_cleanup'",
+        &[],
+    );
     match table {
         Some(table) => table,
         None => error::raise(
@@ -136,19 +127,19 @@ pub fn record(
         duration_ms: duration_ms.unwrap_or(0),
         started_at: started_micros.and_then(DateTime::from_timestamp_micros).unwrap_or_default(),
     };
-    error::spi(Spi::run_with_args(
-        "SELECT pg_notify('authfort_cleanup', $1)",
-        &[announcement.to_json().into()],
-    ));
+    error::spi(Spi::run_with_args("SELECT pg_notify('authfort_cleanup', $1)", &[announcement.to_json().into()]));
 }
 
 /// Failed runs in the last seven days and the last one's error, if any.
 pub fn recent_failures() -> Option<(i64, String)> {
-    let (failures, last_error) = query::two::<i64, String>(&format!(
-        "SELECT count(*), (array_agg(error ORDER BY finished_at DESC))[1]
+    let (failures, last_error) = query::two::<i64, String>(
+        &format!(
+            "SELECT count(*), (array_agg(error ORDER BY finished_at DESC))[1]
            FROM {} WHERE status = 'error' AND finished_at > now() - interval '7 days'",
-        log_table()
-    ), &[]);
+            log_table()
+        ),
+        &[],
+    );
     let failures = failures.unwrap_or(0);
     (failures > 0).then(|| (failures, last_error.unwrap_or_default()))
 }

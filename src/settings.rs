@@ -70,10 +70,7 @@ pub fn register() {
 
 /// The schema that holds AuthFort's tables, exactly as the setting spells it.
 pub fn authfort_schema() -> String {
-    let schema = SCHEMA
-        .get()
-        .map(|value| value.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let schema = SCHEMA.get().map(|value| value.to_string_lossy().into_owned()).unwrap_or_default();
     if schema.is_empty() {
         error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
