@@ -1,6 +1,6 @@
 -- authfort_cleanup 0.1.0 -> 0.2.0: the authfort_cleanup_status view for
--- monitoring, and a comment on every object so \dx+, \df+ and \d+ explain
--- themselves.
+-- monitoring, a comment on every object so \dx+, \df+ and \d+ explain
+-- themselves, and a batched procedure that cannot leak its overlap lock.
 \echo Use "ALTER EXTENSION authfort_cleanup UPDATE TO '0.2.0'" to load this file. \quit
 
 CREATE FUNCTION authfort_cleanup_target_status() RETURNS TABLE (
@@ -17,6 +17,131 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'authfort_cleanup_target_status_wrapper';
 REVOKE EXECUTE ON FUNCTION authfort_cleanup_target_status() FROM PUBLIC;
+
+-- The batched procedure takes its overlap lock per transaction instead of per
+-- session, so a cancel landing between two batches cannot leave it held, and
+-- everything but COMMIT runs inside the block that logs failures.
+CREATE OR REPLACE PROCEDURE authfort_cleanup_run(
+    batch_size integer DEFAULT 10000,
+    max_runtime interval DEFAULT NULL,
+    grace interval DEFAULT '0',
+    keep_revoked_until_expired boolean DEFAULT false
+)
+LANGUAGE plpgsql
+AS $procedure$
+DECLARE
+    started_at timestamptz := pg_catalog.clock_timestamp();
+    lock_key bigint;
+    targets text[] := ARRAY['keys', 'tokens', 'sessions'];
+    counts bigint[] := ARRAY[0, 0, 0];
+    batches integer := 0;
+    first_block bigint;
+    deleted bigint;
+    blocking_index text;
+    notes text[] := '{}';
+    lost_lock boolean := false;
+    out_of_time boolean := false;
+    failed_state text;
+    failed_message text;
+    failed_detail text;
+    failed_hint text;
+BEGIN
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE NOTICE 'authfort_cleanup: this server is a standby; nothing to do'
+            USING HINT = 'Cleanup runs on the primary; the standby receives its deletions through replication.';
+        RETURN;
+    END IF;
+    IF batch_size IS NULL OR grace IS NULL OR keep_revoked_until_expired IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL',
+            CASE WHEN batch_size IS NULL THEN 'batch_size' WHEN grace IS NULL THEN 'grace' ELSE 'keep_revoked_until_expired' END
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
+    END IF;
+    IF batch_size OPERATOR(pg_catalog.<=) 0 THEN
+        RAISE EXCEPTION 'batch_size must be greater than zero, not %', batch_size
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave batch_size out to use 10000.';
+    END IF;
+    IF max_runtime OPERATOR(pg_catalog.<=) interval '0' THEN
+        RAISE EXCEPTION 'max_runtime must be positive, not %', max_runtime
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave max_runtime out (NULL) to run until done.';
+    END IF;
+
+    -- Inside a transaction block (or called from a function) COMMIT is not
+    -- allowed: fail here, with 2D000, before anything is locked or deleted.
+    COMMIT;
+
+    -- The overlap guard: an advisory lock taken again in every transaction
+    -- (a session lock would outlive a cancel that lands between batches). A
+    -- second run finds it taken, does nothing and says so; it never waits.
+    lock_key := @extschema@.authfort_cleanup_lock_key();
+
+    -- Everything but COMMIT happens inside the block, so a cancel or
+    -- statement_timeout at any moment is caught and logged.
+    <<each_target>>
+    FOR position IN 1 .. 3 LOOP
+        first_block := 0;
+        blocking_index := NULL;
+        WHILE first_block IS NOT NULL LOOP
+            BEGIN
+                IF NOT pg_catalog.pg_try_advisory_xact_lock(lock_key) THEN
+                    lost_lock := true;
+                ELSE
+                    IF first_block OPERATOR(pg_catalog.=) 0 THEN
+                        blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
+                    END IF;
+                    IF blocking_index IS NOT NULL THEN
+                        RAISE WARNING 'authfort_cleanup: % skipped: deleting them without an index would take time quadratic in the table size',
+                            targets[position]
+                            USING HINT = blocking_index;
+                        notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
+                        first_block := NULL;
+                    ELSE
+                        SELECT batch.deleted, batch.next_block INTO deleted, first_block
+                          FROM @extschema@.authfort_cleanup_batch(targets[position], first_block, batch_size, grace, keep_revoked_until_expired) AS batch;
+                        batches := batches OPERATOR(pg_catalog.+) 1;
+                        counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;
+                        RAISE NOTICE 'authfort_cleanup: % rows of % deleted so far (% rows/s)',
+                            counts[position], targets[position],
+                            pg_catalog.round(counts[position]::numeric OPERATOR(pg_catalog./) GREATEST(0.001,
+                                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at)::numeric));
+                        out_of_time := max_runtime IS NOT NULL
+                            AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at OPERATOR(pg_catalog.>=) max_runtime;
+                    END IF;
+                END IF;
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
+                GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT,
+                                        failed_detail = PG_EXCEPTION_DETAIL, failed_hint = PG_EXCEPTION_HINT;
+            END;
+            EXIT each_target WHEN failed_state IS NOT NULL OR lost_lock;
+            COMMIT;
+            EXIT each_target WHEN out_of_time;
+        END LOOP;
+    END LOOP;
+
+    IF lost_lock AND batches OPERATOR(pg_catalog.=) 0 THEN
+        RAISE NOTICE 'authfort_cleanup: another cleanup run is in progress; this one skipped';
+        PERFORM @extschema@.authfort_cleanup_record_run(started_at, 0, 0, 0, 'skipped', 'another run was in progress');
+        COMMIT;
+        RETURN;
+    END IF;
+    IF lost_lock THEN
+        notes := notes OPERATOR(pg_catalog.||) 'stopped: another run took over between two batches'::text;
+    END IF;
+    IF out_of_time THEN
+        notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('stopped after max_runtime %s', max_runtime);
+    END IF;
+    PERFORM @extschema@.authfort_cleanup_record_run(
+        started_at, counts[1], counts[2], counts[3],
+        CASE WHEN failed_state IS NULL THEN 'ok' ELSE 'error' END,
+        failed_message,
+        NULLIF(pg_catalog.array_to_string(notes, '; '), ''));
+    COMMIT;
+    IF failed_state IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message,
+            DETAIL = COALESCE(failed_detail, ''), HINT = COALESCE(failed_hint, '');
+    END IF;
+END
+$procedure$;
+
 
 -- One row per target, for dashboards and alerts: table size, backlog, the
 -- age of the oldest expired row, whether the supporting index exists, and

@@ -20,11 +20,13 @@ DECLARE
     lock_key bigint;
     targets text[] := ARRAY['keys', 'tokens', 'sessions'];
     counts bigint[] := ARRAY[0, 0, 0];
-    position integer;
+    batches integer := 0;
     first_block bigint;
     deleted bigint;
     blocking_index text;
     notes text[] := '{}';
+    lost_lock boolean := false;
+    out_of_time boolean := false;
     failed_state text;
     failed_message text;
     failed_detail text;
@@ -53,52 +55,66 @@ BEGIN
     -- allowed: fail here, with 2D000, before anything is locked or deleted.
     COMMIT;
 
-    -- The overlap guard: a session lock held across the COMMITs below. A second
-    -- run does nothing and says so; it never waits.
+    -- The overlap guard: an advisory lock taken again in every transaction
+    -- (a session lock would outlive a cancel that lands between batches). A
+    -- second run finds it taken, does nothing and says so; it never waits.
     lock_key := @extschema@.authfort_cleanup_lock_key();
-    IF NOT pg_catalog.pg_try_advisory_lock(lock_key) THEN
-        RAISE NOTICE 'authfort_cleanup: another cleanup run is in progress; this one skipped';
-        PERFORM @extschema@.authfort_cleanup_record_run(started_at, 0, 0, 0, 'skipped', 'another run was in progress');
-        RETURN;
-    END IF;
 
+    -- Everything but COMMIT happens inside the block, so a cancel or
+    -- statement_timeout at any moment is caught and logged.
     <<each_target>>
     FOR position IN 1 .. 3 LOOP
         first_block := 0;
+        blocking_index := NULL;
         WHILE first_block IS NOT NULL LOOP
             BEGIN
-                IF first_block OPERATOR(pg_catalog.=) 0 THEN
-                    blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
+                IF NOT pg_catalog.pg_try_advisory_xact_lock(lock_key) THEN
+                    lost_lock := true;
+                ELSE
+                    IF first_block OPERATOR(pg_catalog.=) 0 THEN
+                        blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
+                    END IF;
                     IF blocking_index IS NOT NULL THEN
                         RAISE WARNING 'authfort_cleanup: % skipped: deleting them without an index would take time quadratic in the table size',
                             targets[position]
                             USING HINT = blocking_index;
                         notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
-                        CONTINUE each_target;
+                        first_block := NULL;
+                    ELSE
+                        SELECT batch.deleted, batch.next_block INTO deleted, first_block
+                          FROM @extschema@.authfort_cleanup_batch(targets[position], first_block, batch_size, grace, keep_revoked_until_expired) AS batch;
+                        batches := batches OPERATOR(pg_catalog.+) 1;
+                        counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;
+                        RAISE NOTICE 'authfort_cleanup: % rows of % deleted so far (% rows/s)',
+                            counts[position], targets[position],
+                            pg_catalog.round(counts[position]::numeric OPERATOR(pg_catalog./) GREATEST(0.001,
+                                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at)::numeric));
+                        out_of_time := max_runtime IS NOT NULL
+                            AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at OPERATOR(pg_catalog.>=) max_runtime;
                     END IF;
                 END IF;
-                SELECT batch.deleted, batch.next_block INTO deleted, first_block
-                  FROM @extschema@.authfort_cleanup_batch(targets[position], first_block, batch_size, grace, keep_revoked_until_expired) AS batch;
             EXCEPTION WHEN OTHERS OR query_canceled THEN
                 GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT,
                                         failed_detail = PG_EXCEPTION_DETAIL, failed_hint = PG_EXCEPTION_HINT;
             END;
-            EXIT each_target WHEN failed_state IS NOT NULL;
-            counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;
+            EXIT each_target WHEN failed_state IS NOT NULL OR lost_lock;
             COMMIT;
-            RAISE NOTICE 'authfort_cleanup: % rows of % deleted so far (% rows/s)',
-                counts[position], targets[position],
-                pg_catalog.round(counts[position]::numeric OPERATOR(pg_catalog./) GREATEST(0.001,
-                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at)::numeric));
-            IF max_runtime IS NOT NULL
-               AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at OPERATOR(pg_catalog.>=) max_runtime THEN
-                notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('stopped after max_runtime %s', max_runtime);
-                EXIT each_target;
-            END IF;
+            EXIT each_target WHEN out_of_time;
         END LOOP;
     END LOOP;
 
-    PERFORM pg_catalog.pg_advisory_unlock(lock_key);
+    IF lost_lock AND batches OPERATOR(pg_catalog.=) 0 THEN
+        RAISE NOTICE 'authfort_cleanup: another cleanup run is in progress; this one skipped';
+        PERFORM @extschema@.authfort_cleanup_record_run(started_at, 0, 0, 0, 'skipped', 'another run was in progress');
+        COMMIT;
+        RETURN;
+    END IF;
+    IF lost_lock THEN
+        notes := notes OPERATOR(pg_catalog.||) 'stopped: another run took over between two batches'::text;
+    END IF;
+    IF out_of_time THEN
+        notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('stopped after max_runtime %s', max_runtime);
+    END IF;
     PERFORM @extschema@.authfort_cleanup_record_run(
         started_at, counts[1], counts[2], counts[3],
         CASE WHEN failed_state IS NULL THEN 'ok' ELSE 'error' END,

@@ -5,6 +5,9 @@
 //! FOR UPDATE SKIP LOCKED))`: rows an application transaction holds locked are
 //! left for the next run instead of making cleanup (and everything queued
 //! behind it) wait. Only ROW EXCLUSIVE is ever taken on AuthFort's tables.
+//! One wait remains: the foreign-key trigger's UPDATE of a row that still
+//! references a deleted session waits if the application holds that row;
+//! `authfort_cleanup.lock_timeout` bounds it.
 
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
@@ -227,6 +230,13 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
         let count = query::one::<i64>(&format!("SELECT count(*) FROM ({selection}) AS deletable"), &parameters);
         return count.unwrap_or(0);
     }
+    if table.target.self_reference.is_some() && !take_deleter_lock(table) {
+        notice!(
+            "authfort_cleanup: another statement is deleting from {}; this one deleted nothing",
+            table.qualified_name
+        );
+        return 0;
+    }
     let statement =
         format!("DELETE FROM {} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))", table.qualified_name);
     with_lock_timeout(|| {
@@ -234,6 +244,18 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
             client.update(statement.as_str(), None, &parameters).map(|deleted| deleted.len() as i64)
         }))
     })
+}
+
+/// Two statements deleting from a self-referencing table can deadlock inside
+/// PostgreSQL's ON DELETE SET NULL trigger: each trigger's UPDATE waits for a
+/// row the other statement holds. So one deleter per table at a time, until
+/// the end of its transaction; another gets false and deletes nothing.
+fn take_deleter_lock(table: &Table) -> bool {
+    query::one::<bool>(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('authfort_cleanup:delete:' || $1, 0))",
+        &[table.qualified_name.as_str().into()],
+    )
+    .unwrap_or(false)
 }
 
 /// Deletes what a one-shot call asks for: the whole backlog, or `max_rows`.

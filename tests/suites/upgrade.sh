@@ -15,7 +15,7 @@ catalog() {
         SELECT d.classid, d.objid FROM pg_depend d
          WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
            AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'authfort_cleanup'))
-    SELECT 'routine ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid)
+    SELECT 'routine ' || p.oid::regprocedure || ' -> ' || coalesce(pg_get_function_result(p.oid), '(procedure)')
            || ' ' || p.prokind::text || p.provolatile::text || p.prosecdef::text || p.proisstrict::text
            || ' config=' || coalesce(p.proconfig::text, '') || ' acl=' || coalesce(p.proacl::text, '')
            || ' src=' || md5(p.prosrc) || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '')
