@@ -208,13 +208,21 @@ pub fn rule_sql(target: &Target, options: &Options) -> String {
 fn selection_sql(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> (String, Vec<String>) {
     let mut sql = format!("SELECT ctid FROM {} WHERE {}", table.qualified_name, rule_sql(table.target, options));
     let mut arguments = Vec::new();
-    if let Scope::Blocks { first, end } = scope {
-        sql.push_str(" AND ctid >= $2::text::tid AND ctid < $3::text::tid");
-        arguments.push(format!("({first},0)"));
-        arguments.push(format!("({end},0)"));
+    match scope {
+        Scope::Blocks { first, end } => {
+            sql.push_str(" AND ctid >= $2::text::tid AND ctid < $3::text::tid");
+            arguments.push(format!("({first},0)"));
+            arguments.push(format!("({end},0)"));
+        }
+        // max_rows takes the oldest first; a batch's limit only caps its size,
+        // and its blocks are walked again if it was reached, so no sort.
+        Scope::Everything if limit.is_some() => {
+            sql.push_str(&format!(" ORDER BY {}", table.target.time_column));
+        }
+        Scope::Everything => {}
     }
     if let Some(limit) = limit {
-        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", table.target.time_column));
+        sql.push_str(&format!(" LIMIT {limit}"));
     }
     (sql, arguments)
 }
