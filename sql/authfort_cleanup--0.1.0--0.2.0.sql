@@ -1,6 +1,7 @@
 -- authfort_cleanup 0.1.0 -> 0.2.0: the authfort_cleanup_status view for
 -- monitoring, a comment on every object so \dx+, \df+ and \d+ explain
--- themselves, and a batched procedure that cannot leak its overlap lock.
+-- themselves, a batched procedure that cannot leak its overlap lock, and
+-- scheduling from the database where pg_cron lives.
 \echo Use "ALTER EXTENSION authfort_cleanup UPDATE TO '0.2.0'" to load this file. \quit
 
 CREATE FUNCTION authfort_cleanup_target_status() RETURNS TABLE (
@@ -17,6 +18,40 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'authfort_cleanup_target_status_wrapper';
 REVOKE EXECUTE ON FUNCTION authfort_cleanup_target_status() FROM PUBLIC;
+
+-- authfort_cleanup_schedule() can schedule another database's cleanup from
+-- the database where pg_cron lives.
+DROP FUNCTION authfort_cleanup_schedule(text, text);
+CREATE FUNCTION authfort_cleanup_schedule(
+    schedule text DEFAULT '0 3 * * *',
+    job_name text DEFAULT 'authfort_cleanup',
+    database text DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    command text := 'CALL @extschema@.authfort_cleanup_run()';
+    target_database text := COALESCE(database, current_database());
+BEGIN
+    IF schedule IS NULL OR job_name IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN schedule IS NULL THEN 'schedule' ELSE 'job_name' END
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
+    END IF;
+    PERFORM @extschema@.authfort_cleanup_require_pg_cron(format(
+        'SELECT cron.schedule_in_database(%L, %L, %L, %L);', job_name, schedule, command, target_database));
+    -- Both update the job of that name if it exists.
+    IF target_database = current_database() THEN
+        RETURN cron.schedule(job_name, schedule, command);
+    END IF;
+    RETURN cron.schedule_in_database(job_name, schedule, command, target_database);
+END
+$function$;
+
+REVOKE EXECUTE ON FUNCTION authfort_cleanup_schedule(text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION authfort_cleanup_schedule(text, text, text) IS
+    'Creates or updates the pg_cron job that CALLs authfort_cleanup_run() in database (default: this one); returns its job id.';
 
 -- The batched procedure takes its overlap lock per transaction instead of per
 -- session, so a cancel landing between two batches cannot leave it held, and

@@ -30,9 +30,13 @@ BEGIN
 END
 $function$;
 
+-- database: where the job runs. Called in the database where pg_cron lives
+-- (cron.database_name) with the extension created there too, it schedules
+-- the cleanup of another database of the cluster.
 CREATE FUNCTION authfort_cleanup_schedule(
     schedule text DEFAULT '0 3 * * *',
-    job_name text DEFAULT 'authfort_cleanup'
+    job_name text DEFAULT 'authfort_cleanup',
+    database text DEFAULT NULL
 )
 RETURNS bigint
 LANGUAGE plpgsql
@@ -40,15 +44,19 @@ SET search_path = pg_catalog, pg_temp
 AS $function$
 DECLARE
     command text := 'CALL @extschema@.authfort_cleanup_run()';
+    target_database text := COALESCE(database, current_database());
 BEGIN
     IF schedule IS NULL OR job_name IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN schedule IS NULL THEN 'schedule' ELSE 'job_name' END
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
     END IF;
     PERFORM @extschema@.authfort_cleanup_require_pg_cron(format(
-        'SELECT cron.schedule_in_database(%L, %L, %L, %L);', job_name, schedule, command, current_database()));
-    -- cron.schedule() with a job name updates that job if it exists.
-    RETURN cron.schedule(job_name, schedule, command);
+        'SELECT cron.schedule_in_database(%L, %L, %L, %L);', job_name, schedule, command, target_database));
+    -- Both update the job of that name if it exists.
+    IF target_database = current_database() THEN
+        RETURN cron.schedule(job_name, schedule, command);
+    END IF;
+    RETURN cron.schedule_in_database(job_name, schedule, command, target_database);
 END
 $function$;
 
@@ -70,8 +78,8 @@ BEGIN
 END
 $function$;
 
-COMMENT ON FUNCTION authfort_cleanup_schedule(text, text) IS
-    'Creates or updates the pg_cron job that CALLs authfort_cleanup_run(); returns its job id.';
+COMMENT ON FUNCTION authfort_cleanup_schedule(text, text, text) IS
+    'Creates or updates the pg_cron job that CALLs authfort_cleanup_run() in database (default: this one); returns its job id.';
 COMMENT ON FUNCTION authfort_cleanup_unschedule(text) IS
     'Removes the pg_cron job; false if there was none.';
 COMMENT ON FUNCTION authfort_cleanup_require_pg_cron(text) IS

@@ -52,16 +52,16 @@ last_log_id() {
     sql "$db" "SELECT coalesce(max(id), 0) FROM authfort_cleanup_runs"
 }
 
-# wait_for_cron_run AFTER_RUNID: waits for the first job run after
-# AFTER_RUNID to finish (a '* * * * *' job starts within 60 s), then prints
-# "runid|status". After 75 s it prints "0|timed out", which fails the checks
-# without stopping the suite.
+# wait_for_cron_run AFTER_RUNID [JOB]: waits for the first run of JOB
+# (default authfort_cleanup) after AFTER_RUNID to finish (a '* * * * *' job
+# starts within 60 s), then prints "runid|status". After 75 s it prints
+# "0|timed out", which fails the checks without stopping the suite.
 wait_for_cron_run() {
-    local after=$1 deadline=$((SECONDS + 75)) run
+    local after=$1 job=${2:-authfort_cleanup} deadline=$((SECONDS + 75)) run
     while [ "$SECONDS" -lt "$deadline" ]; do
-        run=$(sql "$db" "SELECT runid || '|' || status FROM cron.job_run_details
-                          WHERE runid > $after AND status IN ('succeeded', 'failed')
-                          ORDER BY runid LIMIT 1")
+        run=$(sql "$db" "SELECT d.runid || '|' || d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                          WHERE d.runid > $after AND d.status IN ('succeeded', 'failed') AND j.jobname = '$job'
+                          ORDER BY d.runid LIMIT 1")
         if [ -n "$run" ]; then
             echo "$run"
             return
@@ -198,6 +198,19 @@ check "the failed CALL logged an error row naming the table" 'error|yes' \
     "$(sql "$db" "SELECT status || '|' || CASE WHEN error LIKE '%authfort_verification_tokens%' THEN 'yes' ELSE 'no' END
                     FROM authfort_cleanup_runs WHERE id > $before_log ORDER BY id LIMIT 1")"
 
+# Meanwhile, from the database where pg_cron lives, schedule another
+# database's cleanup; it runs in the same minute.
+new_db "$other_db"
+sql "$other_db" "INSERT INTO authfort_users (id, email, created_at, updated_at)
+                 VALUES ('00000000-0000-0000-0000-0000000000aa', 'other@example.com', now(), now())" "
+                 INSERT INTO authfort_verification_tokens (id, user_id, token_hash, type, expires_at, created_at)
+                 SELECT gen_random_uuid(), '00000000-0000-0000-0000-0000000000aa', 'other-' || i, 'email_verify',
+                        now() + CASE WHEN i <= 2 THEN interval '-1 hour' ELSE interval '1 day' END, now()
+                   FROM generate_series(1, 3) i"
+other_job=$(sql "$db" "SELECT authfort_cleanup_schedule('* * * * *', 'authfort_cleanup_other', '$other_db')")
+check "schedule(database => ...) makes a job that runs there" "$other_db|CALL public.authfort_cleanup_run()" \
+    "$(sql "$db" "SELECT database || '|' || command FROM cron.job WHERE jobid = $other_job")"
+
 run=$(wait_for_cron_run "${run%|*}")
 check "the cron run with the table missing failed" failed "${run#*|}"
 check "cron's return_message names the table" yes \
@@ -205,6 +218,13 @@ check "cron's return_message names the table" yes \
         authfort_verification_tokens)"
 check "the failed cron run logged an error row" 'error|0|0|0' "$(log_row_of_cron_run "${run%|*}")"
 sql "$db" "ALTER TABLE authfort_verification_tokens_away RENAME TO authfort_verification_tokens"
+other_run=$(wait_for_cron_run 0 authfort_cleanup_other)
+check "the other database's job succeeded" succeeded "${other_run#*|}"
+check "it cleaned the other database: expired tokens gone, live kept" 1 \
+    "$(sql "$other_db" "SELECT count(*) FROM authfort_verification_tokens")"
+check "and logged there" 'ok|0|2|0' \
+    "$(sql "$other_db" "SELECT status || '|' || keys || '|' || tokens || '|' || sessions FROM authfort_cleanup_runs")"
+check "unschedule(job_name) removes that job" t "$(sql "$db" "SELECT authfort_cleanup_unschedule('authfort_cleanup_other')")"
 
 # --- 3. unschedule -----------------------------------------------------------
 echo "unschedule"
