@@ -6,7 +6,6 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
-AUTHFORT_VERSION=0.0.31
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '==> %s\n' "$*"; }
@@ -55,13 +54,16 @@ ensure_cargo_pgrx() {
 # asyncpg (AuthFort's own driver), from a project-local virtualenv.
 ensure_python_venv() {
     local venv="$here/.venv"
-    if ! python3 -m venv --help >/dev/null 2>&1; then
+    # Debian's python3 has the venv module but not ensurepip without python3-venv.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     fi
-    if ! "$venv/bin/python" -c 'import authfort, asyncpg, pydantic' 2>/dev/null; then
-        log "python venv with authfort==$AUTHFORT_VERSION"
+    local requirements="$here/tests/requirements.txt"
+    if ! [ "$venv/.installed" -nt "$requirements" ]; then
+        log "python venv from tests/requirements.txt"
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q "authfort==$AUTHFORT_VERSION" pydantic asyncpg
+        "$venv/bin/pip" install -q -r "$requirements"
+        touch "$venv/.installed"
     fi
 }
 
