@@ -30,13 +30,13 @@ value() { psql_in "$1" -A -t -c "$2"; }
 
 cluster() { "$here/scripts/cluster.sh" "$@"; }
 
-# The cron settings are written at initdb only, so a demo cluster made earlier
-# without --cron, or for another cron database, cannot run the job: rebuild it.
+# A demo cluster already running without pg_cron, or for another cron
+# database, keeps those settings until it restarts: restart it.
 start_cluster() {
     cluster start --cron
     if [ "$(value postgres "SELECT current_setting('cron.database_name', true)")" != "$db" ]; then
-        echo "(re-creating $CLUSTER_DIR: it was not set up for pg_cron in $db)"
-        cluster destroy
+        echo "(restarting $CLUSTER_DIR to load pg_cron for $db)"
+        cluster stop
         cluster start --cron
     fi
 }
