@@ -23,8 +23,7 @@ ensure_apt_packages() {
             wanted+=("postgresql-server-dev-$PG_MAJOR=$server_version" "libpq-dev=$server_version" "libpq5=$server_version")
     fi
     local package
-    for package in "postgresql-$PG_MAJOR-cron" "postgresql-$PG_MAJOR-pgtap" libclang-dev clang sudo \
-        libtap-parser-sourcehandler-pgtap-perl; do
+    for package in "postgresql-$PG_MAJOR-cron" libclang-dev clang sudo; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || wanted+=("$package")
     done
     # Node.js is only needed for the node-postgres client test; the machine's own
