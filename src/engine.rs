@@ -214,9 +214,10 @@ fn selection_sql(table: &Table, options: &Options, scope: &Scope, limit: Option<
             arguments.push(format!("({first},0)"));
             arguments.push(format!("({end},0)"));
         }
-        // max_rows takes the oldest first; a batch's limit only caps its size,
-        // and its blocks are walked again if it was reached, so no sort.
-        Scope::Everything if limit.is_some() => {
+        // max_rows takes the oldest first. A batch's limit only caps its size
+        // (its blocks are walked again if it was reached), and a count is the
+        // same in any order: neither sorts.
+        Scope::Everything if limit.is_some() && !options.dry_run => {
             sql.push_str(&format!(" ORDER BY {}", table.target.time_column));
         }
         Scope::Everything => {}
