@@ -149,7 +149,7 @@ pub fn refuse_read_only(what: &str) {
 
 /// Refuses before anything is locked or deleted: on a standby, in a read-only
 /// transaction, or without the privileges the statement needs.
-pub fn require_writable(table: &Table) {
+fn require_writable(table: &Table) {
     refuse_read_only(&table.qualified_name);
     let missing = query::one::<String>(
         "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
@@ -173,24 +173,23 @@ pub fn require_writable(table: &Table) {
 
 /// `now() - grace`, after checking that grace is sensible.
 fn cutoff(grace: Interval) -> TimestampWithTimeZone {
-    let (negative, too_long) =
-        query::two::<bool, bool>("SELECT $1 < interval '0', $1 > interval '100 years'", &[grace.into()]);
-    if negative == Some(true) || too_long == Some(true) {
-        error::raise(
+    let cutoff = query::one::<TimestampWithTimeZone>(
+        "SELECT CASE WHEN $1 BETWEEN interval '0' AND interval '100 years' THEN now() - $1 END",
+        &[grace.into()],
+    );
+    match cutoff {
+        Some(cutoff) => cutoff,
+        None => error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "grace must be between 0 and 100 years",
             "grace keeps rows that expired less than this long ago, for example grace => '7 days'.",
-        );
-    }
-    match query::one::<TimestampWithTimeZone>("SELECT now() - $1", &[grace.into()]) {
-        Some(cutoff) => cutoff,
-        None => error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "now() - grace is NULL", "This is a bug."),
+        ),
     }
 }
 
 /// The WHERE clause that picks a target's deletable rows; `$1` is the cutoff.
 /// Column names come from `targets`, never from users.
-pub fn rule_sql(target: &Target, options: &Options) -> String {
+fn rule_sql(target: &Target, options: &Options) -> String {
     let mut rule = format!("{} < $1", target.time_column);
     if let Some(revoked) = target.revoked_column {
         if !options.keep_revoked_until_expired {
@@ -318,7 +317,7 @@ pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWit
 
 /// Rows in the table, counting no further than `ceiling`, so asking costs at
 /// most that many rows however large the table is.
-pub fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
+fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
     query::one::<i64>(
         &format!("SELECT count(*) FROM (SELECT FROM {} LIMIT $1) AS sample", table.qualified_name),
         &[ceiling.into()],
