@@ -315,6 +315,43 @@ pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWit
     )
 }
 
+/// A table's size and backlog under AuthFort's rule, from one scan.
+pub struct Census {
+    pub rows: i64,
+    pub deletable: i64,
+    /// How long ago the oldest expired row expired.
+    pub oldest_expired_age: Option<Interval>,
+    /// With indexes and TOAST.
+    pub bytes: i64,
+}
+
+pub fn census(table: &Table) -> Census {
+    let rule = rule_sql(table.target, &Options::default());
+    let time = table.target.time_column;
+    let counts = error::spi(Spi::connect(|client| {
+        let row = client
+            .select(
+                &format!(
+                    "SELECT count(*), count(*) FILTER (WHERE {rule}),
+                            now() - min({time}) FILTER (WHERE {time} < now()), pg_total_relation_size($2)
+                       FROM {}",
+                    table.qualified_name
+                ),
+                Some(1),
+                &[cutoff(Interval::from_micros(0)).into(), table.oid.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<i64>(1)?,
+            row.get::<i64>(2)?,
+            row.get::<Interval>(3)?,
+            row.get::<i64>(4)?,
+        ))
+    }));
+    let (rows, deletable, oldest_expired_age, bytes) = counts;
+    Census { rows: rows.unwrap_or(0), deletable: deletable.unwrap_or(0), oldest_expired_age, bytes: bytes.unwrap_or(0) }
+}
+
 /// Rows in the table, counting no further than `ceiling`, so asking costs at
 /// most that many rows however large the table is.
 fn rows_up_to(table: &Table, ceiling: i64) -> i64 {

@@ -3,9 +3,11 @@
 //! second finds the advisory lock taken, does nothing, and says so.
 
 use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::engine::{self, Options};
+use crate::error;
 use crate::query;
 use crate::run_log::{self, Counts, RunStatus};
 use crate::settings;
@@ -22,9 +24,8 @@ pub fn lock_key() -> i64 {
 /// in the caller's transaction. Being one transaction, a failure rolls back
 /// its log row with everything else; the batched procedure logs failures.
 pub fn all_in_one_transaction() -> Counts {
-    let started_at = query::one::<TimestampWithTimeZone>("SELECT clock_timestamp()", &[]);
-    let Some(started_at) = started_at else {
-        return Counts::default();
+    let Some(started_at) = query::one::<TimestampWithTimeZone>("SELECT clock_timestamp()", &[]) else {
+        error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "clock_timestamp() returned NULL", "This is a bug.");
     };
     engine::refuse_read_only("AuthFort's tables");
     let locked = query::one::<bool>("SELECT pg_try_advisory_xact_lock($1)", &[lock_key().into()]);

@@ -4,10 +4,8 @@
 //! reads each table once, so scrape it every minute or so, not every second.
 
 use pgrx::datum::Interval;
-use pgrx::prelude::*;
 
-use crate::engine::{self, Options};
-use crate::error;
+use crate::engine;
 use crate::targets::{self, Target};
 
 pub struct TargetStatus {
@@ -26,28 +24,14 @@ pub fn all() -> Vec<TargetStatus> {
 
 fn of(target: &'static Target) -> TargetStatus {
     let table = engine::resolve(target);
-    let (rows, oldest_expired_age, table_bytes) = error::spi(Spi::connect(|client| {
-        let row = client
-            .select(
-                &format!(
-                    "SELECT count(*), now() - min({time}) FILTER (WHERE {time} < now()), pg_total_relation_size($1)
-                       FROM {table}",
-                    time = target.time_column,
-                    table = table.qualified_name
-                ),
-                Some(1),
-                &[table.oid.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::SpiError>((row.get::<i64>(1)?, row.get::<Interval>(2)?, row.get::<i64>(3)?))
-    }));
+    let census = engine::census(&table);
     TargetStatus {
         target,
-        deletable: engine::clean(&table, &Options { dry_run: true, ..Options::default() }),
         supporting_index_present: engine::missing_index(&table).is_none(),
         table_name: table.qualified_name,
-        rows: rows.unwrap_or(0),
-        oldest_expired_age,
-        table_bytes: table_bytes.unwrap_or(0),
+        rows: census.rows,
+        deletable: census.deletable,
+        oldest_expired_age: census.oldest_expired_age,
+        table_bytes: census.bytes,
     }
 }
