@@ -1,10 +1,11 @@
 //! The deletion engine: finds a target's table under the schema setting,
 //! checks it, and deletes (or counts) the rows its rule selects.
 //!
-//! Every statement is one `DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ...
-//! FOR UPDATE SKIP LOCKED))`: rows an application transaction holds locked are
-//! left for the next run instead of making cleanup (and everything queued
-//! behind it) wait. Only ROW EXCLUSIVE is ever taken on AuthFort's tables.
+//! Rows an application transaction holds locked are left for the next run
+//! instead of making cleanup (and everything queued behind it) wait: a DELETE
+//! that meets one is undone and redone as `DELETE ... WHERE ctid = ANY(ARRAY(
+//! SELECT ctid ... FOR UPDATE SKIP LOCKED))`. Only ROW EXCLUSIVE is ever
+//! taken on AuthFort's tables.
 //! One wait remains: the foreign-key trigger's UPDATE of a row that still
 //! references a deleted session waits if the application holds that row;
 //! `authfort_cleanup.lock_timeout` bounds it.
@@ -14,6 +15,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::error;
+use crate::lock_waits;
 use crate::query;
 use crate::settings;
 use crate::targets::Target;
@@ -202,36 +204,47 @@ fn rule_sql(target: &Target, options: &Options) -> String {
     rule
 }
 
-/// The rows a statement takes: the rule, the scope, and for `max_rows` the
-/// oldest first. Returns the SQL and its arguments after `$1`.
-fn selection_sql(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> (String, Vec<String>) {
-    let mut sql = format!("SELECT ctid FROM {} WHERE {}", table.qualified_name, rule_sql(table.target, options));
-    let mut arguments = Vec::new();
+/// The rule, narrowed to the scope. Returns the SQL and its arguments after
+/// `$1`.
+fn filter_sql(table: &Table, options: &Options, scope: &Scope) -> (String, Vec<String>) {
+    let rule = rule_sql(table.target, options);
     match scope {
-        Scope::Blocks { first, end } => {
-            sql.push_str(" AND ctid >= $2::text::tid AND ctid < $3::text::tid");
-            arguments.push(format!("({first},0)"));
-            arguments.push(format!("({end},0)"));
-        }
-        // max_rows takes the oldest first. A batch's limit only caps its size
-        // (its blocks are walked again if it was reached), and a count is the
-        // same in any order: neither sorts.
-        Scope::Everything if limit.is_some() && !options.dry_run => {
-            sql.push_str(&format!(" ORDER BY {}", table.target.time_column));
-        }
-        Scope::Everything => {}
+        Scope::Everything => (rule, Vec::new()),
+        Scope::Blocks { first, end } => (
+            format!("{rule} AND ctid >= $2::text::tid AND ctid < $3::text::tid"),
+            vec![format!("({first},0)"), format!("({end},0)")],
+        ),
+    }
+}
+
+/// The rows a statement takes: those `filter` passes, and for `max_rows` the
+/// oldest first.
+fn selection_sql(table: &Table, filter: &str, options: &Options, scope: &Scope, limit: Option<i64>) -> String {
+    let mut sql = format!("SELECT ctid FROM {} WHERE {filter}", table.qualified_name);
+    // max_rows takes the oldest first. A batch's limit only caps its size (its
+    // blocks are walked again if it was reached), and a count is the same in
+    // any order: neither sorts.
+    if limit.is_some() && matches!(scope, Scope::Everything) && !options.dry_run {
+        sql.push_str(&format!(" ORDER BY {}", table.target.time_column));
     }
     if let Some(limit) = limit {
         sql.push_str(&format!(" LIMIT {limit}"));
     }
-    (sql, arguments)
+    sql
 }
 
 /// Deletes (or, in a dry run, counts) what `options` selects within `scope`.
 /// Callers that delete have checked `require_writable` first.
+///
+/// The DELETE is first the plain one a DBA would write, in a subtransaction
+/// that gives up at the first lock wait. Rows the application holds are rare
+/// among expired ones, and locking every row first (`FOR UPDATE SKIP
+/// LOCKED`) costs a second write per row. Only when a row is held is that
+/// work undone and done again the way that skips it.
 fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i64 {
     let cutoff = cutoff(options.grace);
-    let (selection, arguments) = selection_sql(table, options, scope, limit);
+    let (filter, arguments) = filter_sql(table, options, scope);
+    let selection = selection_sql(table, &filter, options, scope, limit);
     let mut parameters: Vec<DatumWithOid> = vec![cutoff.into()];
     parameters.extend(arguments.iter().map(|argument| DatumWithOid::from(argument.as_str())));
     if options.dry_run {
@@ -245,13 +258,24 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
         );
         return 0;
     }
-    let statement =
-        format!("DELETE FROM {} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))", table.qualified_name);
-    with_lock_timeout(|| {
+    let table_name = &table.qualified_name;
+    let plain = match limit {
+        None => format!("DELETE FROM {table_name} WHERE {filter}"),
+        // The rule again: a row updated since it was picked is deleted only
+        // if its new version still matches, as in a plain DELETE.
+        Some(_) => format!(
+            "DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection})) AND {}",
+            rule_sql(table.target, options)
+        ),
+    };
+    let skipping_locked =
+        format!("DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))");
+    let delete = |statement: &str| {
         error::spi(Spi::connect_mut(|client| {
-            client.update(statement.as_str(), None, &parameters).map(|deleted| deleted.len() as i64)
+            client.update(statement, None, &parameters).map(|deleted| deleted.len() as i64)
         }))
-    })
+    };
+    lock_waits::bounded(|| lock_waits::forbidden(|| delete(&plain)).unwrap_or_else(|| delete(&skipping_locked)))
 }
 
 /// Two statements deleting from a self-referencing table can deadlock inside
@@ -362,30 +386,6 @@ fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
     .unwrap_or(0)
 }
 
-/// Applies `authfort_cleanup.lock_timeout` to `work`, unless the caller
-/// already waits less, then puts the caller's value back.
-fn with_lock_timeout<T>(work: impl FnOnce() -> T) -> T {
-    let ours = settings::lock_timeout_ms();
-    let (callers_ms, callers_setting) = query::two::<i32, String>(
-        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'",
-        &[],
-    );
-    let callers_ms = callers_ms.unwrap_or(0);
-    let tighten = ours > 0 && (callers_ms == 0 || ours < callers_ms);
-    if tighten {
-        set_lock_timeout(&format!("{ours}ms"));
-    }
-    let result = work();
-    if tighten {
-        set_lock_timeout(&callers_setting.unwrap_or_else(|| "0".into()));
-    }
-    result
-}
-
-fn set_lock_timeout(value: &str) {
-    query::one::<String>("SELECT set_config('lock_timeout', $1, true)", &[value.into()]);
-}
-
 /// An index that PostgreSQL's foreign-key trigger needs to stay linear.
 pub struct MissingIndex {
     pub index_name: String,
@@ -458,7 +458,7 @@ pub fn guard_quadratic(table: &Table, mode: GuardMode) -> Option<MissingIndex> {
 /// bounded like every other lock cleanup takes.
 pub fn create_index(missing: &MissingIndex) {
     notice!("authfort_cleanup: {}", missing.in_transaction);
-    with_lock_timeout(|| error::spi(Spi::run(&missing.in_transaction)));
+    lock_waits::bounded(|| error::spi(Spi::run(&missing.in_transaction)));
 }
 
 /// The engine against an independent oracle: random rows near now(), NULL

@@ -14,6 +14,7 @@ mod api;
 mod check;
 mod engine;
 mod error;
+mod lock_waits;
 mod query;
 mod run;
 mod run_log;

@@ -644,35 +644,53 @@ async def test_crossing_chains() -> None:
 # ---------------------------------------------------------------- 6. and 7. locks
 
 
+# How each entry point deletes tokens, and how many a run over 1000 expired
+# tokens (one of them held) should take: the held token is the oldest, so
+# max_rows's oldest-first pick would take it first if it did not skip it.
+ROW_LOCK_CALLS = [
+    ("SELECT authfort_cleanup_tokens()", 999),
+    ("SELECT authfort_cleanup_tokens(max_rows => 300)", 300),
+    ("CALL authfort_cleanup_run(batch_size => 100)", 999),
+]
+
+
 async def test_row_lock_skipped() -> None:
     """A token the application holds FOR UPDATE is skipped, not waited for."""
-    db = await fresh_database("proc_row_lock")
-    async with Clients(db) as clients:
-        seeder = await clients.open()
-        await seed_user(seeder)
-        tokens = await seed_tokens(seeder, expired=1000, live=200)
+    for number, (statement, expected) in enumerate(ROW_LOCK_CALLS):
+        label = f"6 row lock, {statement}"
+        db = await fresh_database(f"proc_row_lock_{number}")
+        async with Clients(db) as clients:
+            seeder = await clients.open()
+            await seed_user(seeder)
+            tokens = await seed_tokens(seeder, expired=1000, live=200)
+            held = await seeder.value(
+                "UPDATE authfort_verification_tokens SET expires_at = now() - interval '30 days'"
+                " WHERE id = (SELECT id FROM authfort_verification_tokens WHERE expires_at < now() ORDER BY id LIMIT 1)"
+                " RETURNING id")
 
-        holder = await clients.open()
-        transaction = holder.connection.transaction()
-        await transaction.start()
-        held = await holder.value(
-            "SELECT id FROM authfort_verification_tokens WHERE expires_at < now() ORDER BY id LIMIT 1 FOR UPDATE")
+            holder = await clients.open()
+            transaction = holder.connection.transaction()
+            await transaction.start()
+            await holder.execute("SELECT FROM authfort_verification_tokens WHERE id = $1 FOR UPDATE", held)
 
-        # statement_timeout only so that a regression fails instead of hanging.
-        cleaner = await clients.open(statement_timeout="20s")
-        task = asyncio.create_task(cleaner.value("SELECT authfort_cleanup_tokens()"))
-        check("6 row lock: the cleanup returns while the lock is still held", "ok", await outcome(task))
-        check("6 row lock: it deleted every other expired token", tokens.deletable - 1, task.result())
-        check("6 row lock: the locked token is still there", 1,
-              await seeder.value("SELECT count(*) FROM authfort_verification_tokens WHERE id = $1", held))
-        check("6 row lock: live tokens untouched", tokens.live + 1,
-              await seeder.value("SELECT count(*) FROM authfort_verification_tokens"))
+            # statement_timeout only so that a regression fails instead of hanging.
+            cleaner = await clients.open(statement_timeout="20s", lock_timeout="250ms")
+            task = asyncio.create_task(cleaner.execute(statement))
+            check(f"{label}: returns while the lock is still held", "ok", await outcome(task))
+            check(f"{label}: it deleted {expected} other expired tokens", tokens.deletable + tokens.live - expected,
+                  await seeder.value("SELECT count(*) FROM authfort_verification_tokens"))
+            check(f"{label}: the locked token is still there", 1,
+                  await seeder.value("SELECT count(*) FROM authfort_verification_tokens WHERE id = $1", held))
+            check(f"{label}: live tokens untouched", tokens.live, await seeder.value(
+                "SELECT count(*) FROM authfort_verification_tokens WHERE expires_at > now()"))
+            check(f"{label}: the session's own lock_timeout is untouched", "250ms",
+                  await cleaner.value("SHOW lock_timeout"))
 
-        await transaction.rollback()
-        check("6 row lock: once released, the next run deletes it", 1,
-              await cleaner.value("SELECT authfort_cleanup_tokens()"))
-        check("6 row lock: only live tokens remain", tokens.live,
-              await seeder.value("SELECT count(*) FROM authfort_verification_tokens"))
+            await transaction.rollback()
+            check(f"{label}: once released, the next run deletes it", 1, await cleaner.value(
+                "SELECT authfort_cleanup_tokens(max_rows => 1)"))
+            check(f"{label}: that was the held token", 0,
+                  await seeder.value("SELECT count(*) FROM authfort_verification_tokens WHERE id = $1", held))
 
 
 async def test_lock_timeout() -> None:

@@ -92,6 +92,39 @@ CALL authfort_cleanup_run();
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 
+-- An error raised by the DELETE itself (here a trigger's) reaches the caller
+-- with its own SQLSTATE and HINT and deletes nothing; a savepoint or an
+-- EXCEPTION block around the call recovers from it as from any statement.
+CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'tokens are kept' USING ERRCODE = 'check_violation', HINT = 'Drop the trigger.';
+END $$;
+CREATE TRIGGER refuse_delete BEFORE DELETE ON authfort_verification_tokens
+    FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+SELECT authfort_cleanup_tokens();
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SAVEPOINT before_cleanup;
+SELECT authfort_cleanup_tokens();
+ROLLBACK TO SAVEPOINT before_cleanup;
+SELECT count(*) AS tokens_after_savepoint FROM authfort_verification_tokens;
+COMMIT;
+DO $$
+BEGIN
+    PERFORM authfort_cleanup_tokens();
+EXCEPTION WHEN check_violation THEN
+    RAISE NOTICE 'caught: %', SQLERRM;
+END $$;
+DROP TRIGGER refuse_delete ON authfort_verification_tokens;
+DROP FUNCTION refuse_delete();
+
+-- The caller's lock_timeout is what it was, after a call that deleted.
+BEGIN;
+SET LOCAL lock_timeout = '123ms';
+SELECT authfort_cleanup_tokens() AS deleted;
+SHOW lock_timeout;
+ROLLBACK;
+
 -- After all of that, the expired token is still there.
 SELECT token_hash FROM authfort_verification_tokens;
 SELECT authfort_cleanup_tokens() AS deleted;

@@ -1,0 +1,109 @@
+//! How long cleanup may wait for a lock the application holds: a bounded time
+//! (`authfort_cleanup.lock_timeout`), or not at all.
+//!
+//! Not at all means a subtransaction: work that would wait gives up at once
+//! and is rolled back with everything it did, and the caller takes a path
+//! that cannot wait. PL/pgSQL's EXCEPTION block does this for its callers;
+//! from Rust the subtransaction is ours to manage.
+
+use std::panic::AssertUnwindSafe;
+
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use crate::query;
+use crate::settings;
+
+/// The shortest lock_timeout PostgreSQL accepts.
+const GIVE_UP_AT_ONCE: &str = "1ms";
+
+/// Runs `work` under `authfort_cleanup.lock_timeout`, unless the caller
+/// already waits less, then puts the caller's lock_timeout back.
+pub fn bounded<T>(work: impl FnOnce() -> T) -> T {
+    let ours = settings::lock_timeout_ms();
+    let (callers_ms, callers_setting) = query::two::<i32, String>(
+        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'",
+        &[],
+    );
+    let callers_ms = callers_ms.unwrap_or(0);
+    if ours == 0 || (callers_ms != 0 && callers_ms <= ours) {
+        return work();
+    }
+    set_lock_timeout(&format!("{ours}ms"));
+    let result = work();
+    set_lock_timeout(&callers_setting.unwrap_or_else(|| "0".into()));
+    result
+}
+
+/// Runs `work`, or returns None, having undone it, where it would have had
+/// to wait for a lock. Any other error undoes it too, and propagates.
+pub fn forbidden<T>(work: impl FnOnce() -> T) -> Option<T> {
+    let callers_setting = query::one::<String>("SELECT current_setting('lock_timeout')", &[]).unwrap_or_default();
+    let caller = CallerState::save();
+    // SAFETY: ended below on every path, success or error, so the caller's
+    // (sub)transaction is the current one again when this returns.
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    // The work allocates in the caller's memory, but under the
+    // subtransaction's resource owner, so rolling back releases what it held.
+    caller.switch_memory_context();
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        set_lock_timeout(GIVE_UP_AT_ONCE);
+        let result = work();
+        // A setting changed in a subtransaction that commits lasts until the
+        // end of the transaction: put the caller's back first.
+        set_lock_timeout(&callers_setting);
+        // SAFETY: our subtransaction is the current one.
+        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        caller.restore();
+        Some(result)
+    }))
+    .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
+        // SAFETY: our subtransaction is still the current one. Rolling it back
+        // also puts the caller's lock_timeout back.
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        caller.restore();
+        None
+    })
+    .catch_others(|error| {
+        // SAFETY: as above. An enclosing PL/pgSQL EXCEPTION block expects its
+        // own subtransaction to be the current one when the error reaches it.
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        caller.restore();
+        error.rethrow()
+    })
+    .execute()
+}
+
+/// What ending a subtransaction changes, and its caller expects back.
+#[derive(Clone, Copy)]
+struct CallerState {
+    memory_context: pg_sys::MemoryContext,
+    resource_owner: pg_sys::ResourceOwner,
+}
+
+impl CallerState {
+    fn save() -> Self {
+        // SAFETY: reads of two backend globals, on the backend's only thread.
+        unsafe {
+            CallerState { memory_context: pg_sys::CurrentMemoryContext, resource_owner: pg_sys::CurrentResourceOwner }
+        }
+    }
+
+    fn switch_memory_context(self) {
+        // SAFETY: valid when saved, before the subtransaction began, and owned
+        // by the caller's (sub)transaction, which outlives it.
+        unsafe { pg_sys::MemoryContextSwitchTo(self.memory_context) };
+    }
+
+    /// What PL/pgSQL's exec_stmt_block restores after each of its own
+    /// subtransactions.
+    fn restore(self) {
+        self.switch_memory_context();
+        // SAFETY: as above.
+        unsafe { pg_sys::CurrentResourceOwner = self.resource_owner };
+    }
+}
+
+fn set_lock_timeout(value: &str) {
+    query::one::<String>("SELECT set_config('lock_timeout', $1, true)", &[value.into()]);
+}
