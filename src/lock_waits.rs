@@ -46,32 +46,34 @@ pub fn forbidden<T>(work: impl FnOnce() -> T) -> Option<T> {
     // The work allocates in the caller's memory, but under the
     // subtransaction's resource owner, so rolling back releases what it held.
     caller.switch_memory_context();
-    PgTryBuilder::new(AssertUnwindSafe(|| {
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(|| {
         set_lock_timeout(GIVE_UP_AT_ONCE);
         let result = work();
         // A setting changed in a subtransaction that commits lasts until the
         // end of the transaction: put the caller's back first.
         set_lock_timeout(&callers_setting);
-        // SAFETY: our subtransaction is the current one.
-        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
-        caller.restore();
         Some(result)
     }))
-    .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
-        // SAFETY: our subtransaction is still the current one. Rolling it back
-        // also puts the caller's lock_timeout back.
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        caller.restore();
-        None
-    })
+    .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| None)
     .catch_others(|error| {
-        // SAFETY: as above. An enclosing PL/pgSQL EXCEPTION block expects its
-        // own subtransaction to be the current one when the error reaches it.
+        // SAFETY: our subtransaction is still the current one. An enclosing
+        // PL/pgSQL EXCEPTION block expects its own to be current when the
+        // error reaches it.
         unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
         caller.restore();
         error.rethrow()
     })
-    .execute()
+    .execute();
+    // SAFETY: our subtransaction is the current one. Rolling it back also
+    // puts the caller's lock_timeout back.
+    unsafe {
+        match outcome {
+            Some(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            None => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+    }
+    caller.restore();
+    outcome
 }
 
 /// What ending a subtransaction changes, and its caller expects back.
