@@ -8,6 +8,7 @@ Expects PGHOST/PGPORT/PGUSER for a throwaway cluster. Settings (environment):
   BENCH_KEYS             signing keys in the keys benchmark (10000)
   BENCH_KEY_REPEAT       runs of each keys variant; median kept (5)
   BENCH_PGBENCH_SECONDS  minimum pgbench duration per case (15)
+  BENCH_IMPACT_ROUNDS    rounds of the three application-impact cases (3)
   BENCH_RATE             refreshes per second pgbench aims for (200)
   BENCH_CLIENTS          pgbench clients (4)
   BENCH_LATENCY_LIMIT_MS pgbench --latency-limit (100)
@@ -45,6 +46,7 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 KEYS = int(os.environ.get("BENCH_KEYS", "10000"))
 KEY_REPEAT = int(os.environ.get("BENCH_KEY_REPEAT", "5"))
 PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "15"))
+IMPACT_ROUNDS = int(os.environ.get("BENCH_IMPACT_ROUNDS", "3"))
 RATE = int(os.environ.get("BENCH_RATE", "200"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 LATENCY_LIMIT_MS = float(os.environ.get("BENCH_LATENCY_LIMIT_MS", "100"))
@@ -506,7 +508,11 @@ async def impact_case(template: str, case: str, nclients: int, seconds: int, wor
         await drop(database)
 
 
-async def bench_impact(n: int, expected_cleanup_seconds: float | None) -> list[Impact]:
+async def bench_impact(n: int, expected_cleanup_seconds: float | None) -> list[list[Impact]]:
+    """IMPACT_ROUNDS rounds of the three cases. A p99 over the few hundred
+    refreshes that overlap a cleanup of a few seconds swings by half from one
+    round to the next on these machines, so each round's ratio is taken
+    against its own baseline and the report keeps the median."""
     # The template bench_sessions() kept for the largest N.
     template = f"bench_sessions_{n}"
     connection = await connect(template)
@@ -516,13 +522,16 @@ async def bench_impact(n: int, expected_cleanup_seconds: float | None) -> list[I
         await connection.close()
     # Long enough that pgbench outlasts the cleanup it is measured against.
     seconds = max(PGBENCH_SECONDS, int(WARMUP_SECONDS + 1.5 * (expected_cleanup_seconds or 0) + 3))
-    results = []
-    with tempfile.TemporaryDirectory(prefix="authfort-bench-") as workdir:
-        for case in IMPACT_CASES:
-            log(f"impact N={n}: pgbench -R {RATE} -T {seconds} -c {CLIENTS}: {case}")
-            results.append(await impact_case(template, case, nclients, seconds, workdir))
+    rounds = []
+    for round_ in range(IMPACT_ROUNDS):
+        results = []
+        with tempfile.TemporaryDirectory(prefix="authfort-bench-") as workdir:
+            for case in IMPACT_CASES:
+                log(f"impact N={n} ({round_ + 1}/{IMPACT_ROUNDS}): pgbench -R {RATE} -T {seconds} -c {CLIENTS}: {case}")
+                results.append(await impact_case(template, case, nclients, seconds, workdir))
+        rounds.append(results)
     await drop(template)
-    return results
+    return rounds
 
 
 # ---------------------------------------------------------------- report
@@ -625,16 +634,16 @@ def report(sessions: list[SessionResults], keys: tuple[int, dict[str, Outcome]] 
               f" lock_timeout {APP_LOCK_TIMEOUT};")
         print("latencies of the transactions that overlapped the cleanup, from pgbench --log"
               " (from scheduled start, so queueing counts)")
-        header = (f"{'case':<42} {'cleanup':>9} {'rows':>8} {'txns':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
-                  f" {'late':>5} {'skip':>5} {'errors':>6} {'lock t/o':>8}")
+        header = (f"{'round':>5}  {'case':<42} {'cleanup':>9} {'rows':>8} {'txns':>6} {'p50 ms':>7} {'p99 ms':>7}"
+                  f" {'max ms':>7} {'late':>5} {'skip':>5} {'errors':>6} {'lock t/o':>8}")
         print(header)
         print("-" * len(header))
-        for row in impact:
+        for round_, row in ((round_, row) for round_, rows in enumerate(impact, 1) for row in rows):
             cleanup = f"{row.cleanup_seconds:.2f} s" if row.cleanup_seconds is not None else "-"
 
             def ms(value):
                 return f"{value:.2f}" if value is not None else "-"
-            print(f"{row.case:<42} {cleanup:>9} {row.cleanup_rows if row.cleanup_rows is not None else '-':>8} "
+            print(f"{round_:>5}  {row.case:<42} {cleanup:>9} {row.cleanup_rows if row.cleanup_rows is not None else '-':>8} "
                   f"{row.transactions:>6} {ms(row.p50_ms):>7} {ms(row.p99_ms):>7} {ms(row.max_ms):>7} "
                   f"{row.late:>5} {row.skipped:>5} {row.errors:>6} {row.lock_timeouts:>8}")
             if row.detail:
@@ -672,11 +681,14 @@ def report(sessions: list[SessionResults], keys: tuple[int, dict[str, Outcome]] 
         bound = ratio(theirs.seconds, raw.seconds) if theirs.status == raw.status == "ok" else None
         print(f"    (for reference: AuthFort's method / the raw DELETE itself: {ratio_text(bound)})")
     if impact:
-        alone, _, ours = impact
-        value = ratio(ours.p99_ms, alone.p99_ms)
-        print(f"  refresh p99 during CALL authfort_cleanup_run() vs alone: "
-              f"{verdict(value, '<= 2x', value is not None and value <= 2)}; "
-              f"errors {ours.errors}, lock timeouts {ours.lock_timeouts} (0 expected)")
+        ratios = [ratio(ours.p99_ms, alone.p99_ms) for alone, _, ours in impact]
+        value = statistics.median(ratios) if None not in ratios else None
+        errors = sum(ours.errors for _, _, ours in impact)
+        lock_timeouts = sum(ours.lock_timeouts for _, _, ours in impact)
+        print(f"  refresh p99 during CALL authfort_cleanup_run() vs alone, median of {len(ratios)} rounds "
+              f"({' '.join(ratio_text(each) for each in ratios)}): "
+              f"{verdict(value, '<= 2x, no errors', value is not None and value <= 2 and errors == lock_timeouts == 0)};"
+              f" errors {errors}, lock timeouts {lock_timeouts}")
 
 
 POSTGRES_VERSION = "?"
