@@ -382,7 +382,19 @@ async def bench_keys() -> tuple[int, dict[str, Outcome]]:
 
 # ---------------------------------------------------------------- application impact
 
-IMPACT_CASES = ["refreshes alone", "during raw DELETE (indexed, 1 statement)", "during CALL authfort_cleanup_run()"]
+IMPACT_CASES = ["refreshes alone", "during raw DELETE (indexed, 1 statement)", "during CALL authfort_cleanup_run()",
+                "during a busy loop as long (reference)"]
+# The reference case: one backend kept busy, with no writes, locks or I/O,
+# for as long as our run took. On a small machine the CPU it takes is part of
+# any cleanup's impact; this shows how much.
+BUSY_LOOP = """
+DO $$
+DECLARE
+    until timestamptz := clock_timestamp() + interval '{seconds} seconds';
+BEGIN
+    WHILE clock_timestamp() < until LOOP
+    END LOOP;
+END $$"""
 
 
 @dataclass
@@ -423,14 +435,17 @@ def read_pgbench_logs(prefix: str) -> list[tuple[float, float | None]]:
     return transactions
 
 
-async def impact_case(template: str, case: str, nclients: int, seconds: int, workdir: str) -> Impact:
+async def impact_case(template: str, case: str, statement: str | None, nclients: int, seconds: int,
+                      workdir: str) -> Impact:
+    """pgbench's refreshes, with `statement` run after the warm-up (or,
+    None, alone)."""
     database = "bench_impact"
     await copy(template, database)
     result = Impact(case)
     try:
         connection = await connect(database)
         try:
-            # The same fixed table in all three cases: the missing index would
+            # The same fixed table in every case: the missing index would
             # make the raw DELETE quadratic and our functions refuse.
             await connection.fetchval("SELECT count(*) FROM authfort_cleanup_create_indexes()")
             await connection.execute("CHECKPOINT")
@@ -454,10 +469,9 @@ async def impact_case(template: str, case: str, nclients: int, seconds: int, wor
                                                            env=environment, cwd=workdir)
             await asyncio.sleep(WARMUP_SECONDS)
             window_start = time.time()
-            if case == IMPACT_CASES[0]:
+            if statement is None:
                 window_end = window_start + seconds - WARMUP_SECONDS
             else:
-                statement = RAW_SESSIONS if case == IMPACT_CASES[1] else "CALL authfort_cleanup_run()"
                 cleanup = await connect(database)
                 try:
                     started = time.perf_counter()
@@ -466,7 +480,7 @@ async def impact_case(template: str, case: str, nclients: int, seconds: int, wor
                     window_end = time.time()
                     if tag.startswith("DELETE"):
                         result.cleanup_rows = int(tag.split()[-1])
-                    else:
+                    elif tag == "CALL":
                         row = await cleanup.fetchrow(
                             "SELECT sessions, status, error FROM authfort_cleanup_runs ORDER BY id DESC LIMIT 1")
                         result.cleanup_rows = row["sessions"]
@@ -509,7 +523,7 @@ async def impact_case(template: str, case: str, nclients: int, seconds: int, wor
 
 
 async def bench_impact(n: int, expected_cleanup_seconds: float | None) -> list[list[Impact]]:
-    """IMPACT_ROUNDS rounds of the three cases. A p99 over the few hundred
+    """IMPACT_ROUNDS rounds of the cases. A p99 over the few hundred
     refreshes that overlap a cleanup of a few seconds swings by half from one
     round to the next on these machines, so each round's ratio is taken
     against its own baseline and the report keeps the median."""
@@ -528,7 +542,15 @@ async def bench_impact(n: int, expected_cleanup_seconds: float | None) -> list[l
         with tempfile.TemporaryDirectory(prefix="authfort-bench-") as workdir:
             for case in IMPACT_CASES:
                 log(f"impact N={n} ({round_ + 1}/{IMPACT_ROUNDS}): pgbench -R {RATE} -T {seconds} -c {CLIENTS}: {case}")
-                results.append(await impact_case(template, case, nclients, seconds, workdir))
+                if case == IMPACT_CASES[0]:
+                    statement = None
+                elif case == IMPACT_CASES[1]:
+                    statement = RAW_SESSIONS
+                elif case == IMPACT_CASES[2]:
+                    statement = "CALL authfort_cleanup_run()"
+                else:  # as long as this round's run of ours took
+                    statement = BUSY_LOOP.format(seconds=results[2].cleanup_seconds or 0)
+                results.append(await impact_case(template, case, statement, nclients, seconds, workdir))
         rounds.append(results)
     await drop(template)
     return rounds
@@ -681,14 +703,17 @@ def report(sessions: list[SessionResults], keys: tuple[int, dict[str, Outcome]] 
         bound = ratio(theirs.seconds, raw.seconds) if theirs.status == raw.status == "ok" else None
         print(f"    (for reference: AuthFort's method / the raw DELETE itself: {ratio_text(bound)})")
     if impact:
-        ratios = [ratio(ours.p99_ms, alone.p99_ms) for alone, _, ours in impact]
+        ratios = [ratio(ours.p99_ms, alone.p99_ms) for alone, _, ours, _ in impact]
         value = statistics.median(ratios) if None not in ratios else None
-        errors = sum(ours.errors for _, _, ours in impact)
-        lock_timeouts = sum(ours.lock_timeouts for _, _, ours in impact)
+        errors = sum(ours.errors for _, _, ours, _ in impact)
+        lock_timeouts = sum(ours.lock_timeouts for _, _, ours, _ in impact)
         print(f"  refresh p99 during CALL authfort_cleanup_run() vs alone, median of {len(ratios)} rounds "
               f"({' '.join(ratio_text(each) for each in ratios)}): "
               f"{verdict(value, '<= 2x, no errors', value is not None and value <= 2 and errors == lock_timeouts == 0)};"
               f" errors {errors}, lock timeouts {lock_timeouts}")
+        busy = [ratio(loop.p99_ms, alone.p99_ms) for alone, _, _, loop in impact]
+        print(f"    (for reference: refresh p99 during a busy loop as long vs alone: "
+              f"{' '.join(ratio_text(each) for each in busy)})")
 
 
 POSTGRES_VERSION = "?"
