@@ -61,15 +61,22 @@ enum Scope {
 
 pub fn resolve(target: &'static Target) -> Table {
     let schema = settings::authfort_schema();
-    let (schema_exists, oid, relkind, qualified_name) = error::spi(Spi::connect(|client| {
+    let column_names: Vec<&str> = target.columns.iter().map(|column| column.name).collect();
+    let (schema_exists, oid, relkind, qualified_name, column_types) = error::spi(Spi::connect(|client| {
         let row = client
             .select(
-                "SELECT n.oid IS NOT NULL, c.oid, c.relkind::text, format('%I.%I', $1::text, $2::text)
+                // The type of each of the rule's columns, NULL where missing.
+                "SELECT n.oid IS NOT NULL, c.oid, c.relkind::text, format('%I.%I', $1::text, $2::text),
+                        ARRAY(SELECT (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                                       WHERE a.attrelid = c.oid AND a.attname = wanted.name
+                                         AND a.attnum > 0 AND NOT a.attisdropped)
+                                FROM unnest($3::text[]) WITH ORDINALITY AS wanted(name, position)
+                               ORDER BY wanted.position)
                    FROM (VALUES (1)) AS one
                    LEFT JOIN pg_namespace n ON n.nspname = $1
                    LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
                 Some(1),
-                &[schema.as_str().into(), target.table.into()],
+                &[schema.as_str().into(), target.table.into(), column_names.into()],
             )?
             .first();
         Ok::<_, pgrx::spi::SpiError>((
@@ -77,6 +84,7 @@ pub fn resolve(target: &'static Target) -> Table {
             row.get::<pg_sys::Oid>(2)?,
             row.get::<String>(3)?,
             row.get::<String>(4)?.unwrap_or_default(),
+            row.get::<Vec<Option<String>>>(5)?.unwrap_or_default(),
         ))
     }));
     if !schema_exists {
@@ -101,18 +109,13 @@ pub fn resolve(target: &'static Target) -> Table {
             "authfort_cleanup works on the tables AuthFort's migrations create.",
         );
     }
-    for column in target.columns {
-        check_column(oid, &qualified_name, column.name, column.sql_type);
+    for (column, actual_type) in target.columns.iter().zip(column_types) {
+        check_column(&qualified_name, column.name, column.sql_type, actual_type);
     }
     Table { target, oid, qualified_name }
 }
 
-fn check_column(oid: pg_sys::Oid, qualified_name: &str, column: &str, expected_type: &str) {
-    let actual_type = query::one::<String>(
-        "SELECT (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                  WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)",
-        &[oid.into(), column.into()],
-    );
+fn check_column(qualified_name: &str, column: &str, expected_type: &str, actual_type: Option<String>) {
     match actual_type {
         None => error::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,

@@ -14,31 +14,27 @@ use pgrx::prelude::*;
 use crate::query;
 use crate::settings;
 
-/// The shortest lock_timeout PostgreSQL accepts.
-const GIVE_UP_AT_ONCE: &str = "1ms";
+/// The shortest lock_timeout PostgreSQL accepts, in milliseconds.
+const GIVE_UP_AT_ONCE_MS: i32 = 1;
 
 /// Runs `work` under `authfort_cleanup.lock_timeout`, unless the caller
 /// already waits less, then puts the caller's lock_timeout back.
 pub fn bounded<T>(work: impl FnOnce() -> T) -> T {
     let ours = settings::lock_timeout_ms();
-    let (callers_ms, callers_setting) = query::two::<i32, String>(
-        "SELECT setting::integer, current_setting('lock_timeout') FROM pg_settings WHERE name = 'lock_timeout'",
-        &[],
-    );
-    let callers_ms = callers_ms.unwrap_or(0);
-    if ours == 0 || (callers_ms != 0 && callers_ms <= ours) {
+    let callers = callers_lock_timeout_ms();
+    if ours == 0 || (callers != 0 && callers <= ours) {
         return work();
     }
-    set_lock_timeout(&format!("{ours}ms"));
+    set_lock_timeout_ms(ours);
     let result = work();
-    set_lock_timeout(&callers_setting.unwrap_or_else(|| "0".into()));
+    set_lock_timeout_ms(callers);
     result
 }
 
 /// Runs `work`, or returns None, having undone it, where it would have had
 /// to wait for a lock. Any other error undoes it too, and propagates.
 pub fn forbidden<T>(work: impl FnOnce() -> T) -> Option<T> {
-    let callers_setting = query::one::<String>("SELECT current_setting('lock_timeout')", &[]).unwrap_or_default();
+    let callers = callers_lock_timeout_ms();
     let caller = CallerState::save();
     // SAFETY: ended below on every path, success or error, so the caller's
     // (sub)transaction is the current one again when this returns.
@@ -47,11 +43,11 @@ pub fn forbidden<T>(work: impl FnOnce() -> T) -> Option<T> {
     // subtransaction's resource owner, so rolling back releases what it held.
     caller.switch_memory_context();
     let outcome = PgTryBuilder::new(AssertUnwindSafe(|| {
-        set_lock_timeout(GIVE_UP_AT_ONCE);
+        set_lock_timeout_ms(GIVE_UP_AT_ONCE_MS);
         let result = work();
         // A setting changed in a subtransaction that commits lasts until the
         // end of the transaction: put the caller's back first.
-        set_lock_timeout(&callers_setting);
+        set_lock_timeout_ms(callers);
         Some(result)
     }))
     .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| None)
@@ -106,6 +102,14 @@ impl CallerState {
     }
 }
 
-fn set_lock_timeout(value: &str) {
-    query::one::<String>("SELECT set_config('lock_timeout', $1, true)", &[value.into()]);
+/// The caller's lock_timeout in milliseconds, as the lock manager sees it.
+fn callers_lock_timeout_ms() -> i32 {
+    // SAFETY: a plain int GUC variable, read on the backend's only thread.
+    unsafe { pg_sys::LockTimeout }
+}
+
+/// Sets lock_timeout until the end of the current (sub)transaction, the way
+/// SET LOCAL would.
+fn set_lock_timeout_ms(milliseconds: i32) {
+    query::one::<String>("SELECT set_config('lock_timeout', $1, true)", &[format!("{milliseconds}ms").as_str().into()]);
 }
