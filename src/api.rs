@@ -196,6 +196,9 @@ fn authfort_cleanup_check() -> TableIterator<
 }
 
 /// One row per target for the `authfort_cleanup_status` view.
+// pgrx reads the column names from this signature, so they cannot move into
+// a type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_target_status() -> TableIterator<
