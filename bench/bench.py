@@ -8,7 +8,7 @@ Expects PGHOST/PGPORT/PGUSER for a throwaway cluster. Settings (environment):
   BENCH_KEYS             signing keys in the keys benchmark (10000)
   BENCH_KEY_REPEAT       runs of each keys variant; median kept (5)
   BENCH_PGBENCH_SECONDS  minimum pgbench duration per case (15)
-  BENCH_IMPACT_ROUNDS    rounds of the three application-impact cases (3)
+  BENCH_IMPACT_ROUNDS    rounds of the application-impact cases (3)
   BENCH_RATE             refreshes per second pgbench aims for (200)
   BENCH_CLIENTS          pgbench clients (4)
   BENCH_LATENCY_LIMIT_MS pgbench --latency-limit (100)
