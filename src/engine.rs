@@ -207,12 +207,11 @@ fn rule_sql(target: &Target, options: &Options) -> String {
     rule
 }
 
-/// The rule, narrowed to the scope. Returns the SQL and its arguments after
+/// `rule`, narrowed to the scope. Returns the SQL and its arguments after
 /// `$1`.
-fn filter_sql(table: &Table, options: &Options, scope: &Scope) -> (String, Vec<String>) {
-    let rule = rule_sql(table.target, options);
+fn filter_sql(rule: &str, scope: &Scope) -> (String, Vec<String>) {
     match scope {
-        Scope::Everything => (rule, Vec::new()),
+        Scope::Everything => (rule.to_owned(), Vec::new()),
         Scope::Blocks { first, end } => (
             format!("{rule} AND ctid >= $2::text::tid AND ctid < $3::text::tid"),
             vec![format!("({first},0)"), format!("({end},0)")],
@@ -246,7 +245,8 @@ fn selection_sql(table: &Table, filter: &str, options: &Options, scope: &Scope, 
 /// work undone and done again the way that skips it.
 fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i64 {
     let cutoff = cutoff(options.grace);
-    let (filter, arguments) = filter_sql(table, options, scope);
+    let rule = rule_sql(table.target, options);
+    let (filter, arguments) = filter_sql(&rule, scope);
     let selection = selection_sql(table, &filter, options, scope, limit);
     let mut parameters: Vec<DatumWithOid> = vec![cutoff.into()];
     parameters.extend(arguments.iter().map(|argument| DatumWithOid::from(argument.as_str())));
@@ -266,10 +266,7 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
         None => format!("DELETE FROM {table_name} WHERE {filter}"),
         // The rule again: a row updated since it was picked is deleted only
         // if its new version still matches, as in a plain DELETE.
-        Some(_) => format!(
-            "DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection})) AND {}",
-            rule_sql(table.target, options)
-        ),
+        Some(_) => format!("DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection})) AND {rule}"),
     };
     let skipping_locked =
         format!("DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))");
@@ -569,8 +566,8 @@ mod tests {
     fn load(target: &Target, case: &Case) {
         Spi::run(&format!("TRUNCATE prop.{}", target.table)).expect("truncate");
         for (position, row) in case.rows.iter().enumerate() {
-            // Keys and sessions carry no NULL expiry in AuthFort's schema for
-            // tokens and sessions; those rows get a far-future expiry instead.
+            // Only keys may have a NULL expiry in AuthFort's schema; tokens
+            // and sessions get a far-future expiry instead.
             let expires_at = match (row.expires_in, target.name) {
                 (Some(seconds), _) => format!("now() + make_interval(secs => {seconds})"),
                 (None, "keys") => "NULL".into(),
