@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from authfort import AuthFort
 
+from results import Results
+
 PORT = int(os.environ["PGPORT"])
 
 # Every expires_at stays at least this far from now(): AuthFort and the
@@ -77,20 +79,6 @@ SCENARIOS = [Scenario(seed) for seed in range(1, 7)] + [Scenario(7, AWKWARD_SCHE
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-@dataclass
-class Results:
-    passed: int = 0
-    failed: int = 0
-
-    def check(self, label: str, ok: bool, detail: str) -> None:
-        if ok:
-            self.passed += 1
-            print(f"  ok  {label}: {detail}")
-        else:
-            self.failed += 1
-            print(f"  FAIL {label}: {detail}")
 
 
 # ---------------------------------------------------------------- seeding
@@ -378,8 +366,8 @@ async def main() -> int:
             finally:
                 await drop_databases(scenario)
     finally:
-        print(f"{results.passed} passed, {results.failed} failed")
-    return 1 if results.failed else 0
+        status = results.summary()
+    return status
 
 
 if __name__ == "__main__":

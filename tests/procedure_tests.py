@@ -33,6 +33,8 @@ from pathlib import Path
 
 import asyncpg
 
+from results import Results
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = sys.argv[1] if len(sys.argv) > 1 else "procedure_template"
 USER_ID = "00000000-0000-0000-0000-000000000001"
@@ -50,22 +52,8 @@ SESSION_DELETABLE = "(revoked OR expires_at < now())"
 # ---------------------------------------------------------------- reporting
 
 
-class Results:
-    passed = 0
-    failed = 0
-
-    def check(self, label: str, expected, actual) -> None:
-        """Like lib.sh's check: passes when expected == actual."""
-        if expected == actual:
-            self.passed += 1
-            print(f"  ok  {label}")
-        else:
-            self.failed += 1
-            print(f"  FAIL {label}: expected [{expected}], got [{actual}]")
-
-
 results = Results()
-check = results.check
+check = results.expect
 
 
 # ---------------------------------------------------------------- sessions
@@ -844,8 +832,8 @@ async def main() -> int:
                 traceback.print_exc()
                 check(test.__name__, "completed", f"{type(error).__name__}: {error}")
     finally:
-        print(f"{results.passed} passed, {results.failed} failed")
-    return 1 if results.failed else 0
+        status = results.summary()
+    return status
 
 
 if __name__ == "__main__":

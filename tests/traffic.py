@@ -37,6 +37,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from results import Results
+
 DURATION = 25.0  # seconds of traffic
 CLIENTS = 8
 USERS_PER_CLIENT = 40
@@ -385,17 +387,6 @@ async def seed(connection: asyncpg.Connection, rng: random.Random) -> tuple[list
     return users, current_key
 
 
-@dataclass
-class Results:
-    passed: int = 0
-    failed: int = 0
-
-    def check(self, label: str, ok: bool, detail: str) -> None:
-        self.passed += ok
-        self.failed += not ok
-        print(f"  {'ok ' if ok else 'FAIL'} {label}: {detail}")
-
-
 async def missing_rows(
     connection: asyncpg.Connection, clients: list[Client], at: datetime,
 ) -> tuple[dict[str, list], dict[str, int]]:
@@ -489,8 +480,7 @@ async def main() -> int:
                       + (f", e.g. {missing[target][:3]}" if missing[target] else ""))
     results.check("nothing deletable left after the final cleanup", tuple(left) == (0, 0, 0),
                   f"keys/tokens/sessions deletable by AuthFort's rules: {tuple(left)}")
-    print(f"{results.passed} passed, {results.failed} failed")
-    return 1 if results.failed else 0
+    return results.summary()
 
 
 if __name__ == "__main__":
