@@ -29,7 +29,7 @@ install-dev: setup
 	cargo pgrx install --pg-config "$(PG_CONFIG)"
 	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
-demo: install
+demo: install-dev
 	scripts/demo.sh
 
 stop:
