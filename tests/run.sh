@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-all_suites=(regress differential upgrade procedure cron clients standby traffic package pg_test)
+all_suites=(docs regress differential upgrade procedure cron clients standby traffic package pg_test)
 suites=("$@")
 [ "${#suites[@]}" -gt 0 ] || suites=("${all_suites[@]}")
 
