@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark the README quotes: AuthFort's own cleanup, the raw DELETE it
+# The benchmark doc/benchmarks.md quotes: AuthFort's own cleanup, the raw DELETE it
 # issues, and authfort_cleanup's functions, on AuthFort's real schema, in a
 # throwaway cluster of its own that is destroyed at the end.
 #

@@ -28,7 +28,7 @@ staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 cp -a "$tree/." "$staging/"
 mkdir -p "$staging/DEBIAN" "$staging/usr/share/doc/$name"
-cp README.md "$staging/usr/share/doc/$name/"
+cp -r README.md doc "$staging/usr/share/doc/$name/"
 cat >"$staging/DEBIAN/control" <<CONTROL
 Package: $name
 Version: $version
