@@ -134,6 +134,7 @@ apply_index_fix() {
     fix=$(value "$db" "SELECT fix FROM authfort_cleanup_check() WHERE target = 'sessions' AND fix LIKE 'CREATE INDEX%'")
     echo "$fix"
     psql_in "$db" -c "$fix"
+    echo
 }
 
 clean() {

@@ -21,7 +21,7 @@ for major in 15 18; do
     check "the $major tarball holds the library and the current install script" \
         "authfort_cleanup-$version-pg$major/extension/authfort_cleanup--$version.sql authfort_cleanup-$version-pg$major/lib/authfort_cleanup.so" \
         "$(tar -tzf "$repo"/dist/authfort_cleanup-"$version"-pg"$major"-*.tar.gz |
-            grep -E "(\.so|--$version\.sql)\$" | sort | tr '\n' ' ' | sed 's/ $//')"
+            grep -E "(\.so|/authfort_cleanup--$version\.sql)\$" | sort | tr '\n' ' ' | sed 's/ $//')"
 done
 
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
