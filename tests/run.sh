@@ -45,7 +45,7 @@ run_suite() {
         label="$suite (PostgreSQL $major)"
     fi
     printf '\n=== %s\n' "$label"
-    local log status counts suite_failed
+    local log status counts suite_failed started=$SECONDS
     log=$(mktemp)
     if [ -n "$config" ]; then
         PG_CONFIG=$config bash "tests/suites/$suite.sh" 2>&1 | tee "$log"
@@ -53,6 +53,7 @@ run_suite() {
         bash "tests/suites/$suite.sh" 2>&1 | tee "$log"
     fi
     status=${PIPESTATUS[0]}
+    echo "--- $label took $((SECONDS - started)) s"
     counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ "$status" -eq 77 ] && grep -q '^skipped: ' "$log"; then
         total_skipped=$((total_skipped + 1))
