@@ -11,8 +11,9 @@
 # CLUSTER_DIR (default .cluster/demo) and PGPORT (default 54329) choose which
 # cluster; tests use their own directory and port. PG_CONFIG (default: the
 # pg_config on PATH) chooses the PostgreSQL, and INITDB_OPTIONS adds to
-# initdb's (a pg_upgrade target needs its old cluster's checksum setting). With --cron, pg_cron is
-# preloaded and runs jobs in database CRON_DATABASE (default postgres).
+# initdb's (a pg_upgrade target needs its old cluster's checksum setting).
+# With --cron, pg_cron is preloaded and runs jobs in database CRON_DATABASE
+# (default postgres).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
