@@ -1,8 +1,25 @@
 # The two commands a newcomer needs are `make demo` and `make test`; both
 # install what they need first (scripts/setup.sh is idempotent).
+#
+# Every target that builds takes PG_CONFIG, the pg_config of the PostgreSQL
+# to build for (15 to 18); without it, the pg_config on PATH (Debian's 15).
 PG_CONFIG ?= $(shell command -v pg_config)
+# The PostgreSQL 18 that scripts/setup.sh installs from PyPI.
+PG18_CONFIG = $(CURDIR)/.pg18/bin/pg_config
 N ?= 10000 100000 1000000
 SUITES ?=
+# `make test` and `make package` cover 15 and 18; with PG_CONFIG=... given,
+# that PostgreSQL only.
+ifeq ($(origin PG_CONFIG),command line)
+PG_CONFIGS = $(PG_CONFIG)
+else
+PG_CONFIGS = $(PG_CONFIG) $(PG18_CONFIG)
+endif
+
+PG_MAJOR = $(shell "$(PG_CONFIG)" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
+SUPPORTED_MAJORS = 15 16 17 18
+# pgrx builds for exactly one major, chosen by a cargo feature.
+PGRX_FEATURES = --no-default-features --features pg$(PG_MAJOR)
 EXTENSION_DIR = $(shell "$(PG_CONFIG)" --sharedir)/extension
 # Unlinked before each install: backends that have the old library loaded
 # keep their copy, instead of crashing when it is overwritten in place.
@@ -12,21 +29,28 @@ LIBRARY = $(shell "$(PG_CONFIG)" --pkglibdir)/authfort_cleanup.so
 # version's script and the update scripts).
 RELEASED_SCRIPTS = $(shell ls sql/authfort_cleanup--*.sql | grep -vE -- '--.+--')
 
-.PHONY: setup install install-dev demo stop test bench bench-10m package clean
+.PHONY: setup supported-major install install-dev demo stop test bench bench-10m package clean
 
 setup:
 	scripts/setup.sh
 
-# Builds and installs into the PostgreSQL that pg_config names.
-install: setup
+# Refuses, with the reason, a pg_config of a major we do not build for.
+supported-major: setup
+	@case " $(SUPPORTED_MAJORS) " in *" $(PG_MAJOR) "*) ;; \
+	  *) echo "PG_CONFIG=$(PG_CONFIG) is PostgreSQL '$(PG_MAJOR)'; authfort_cleanup supports $(SUPPORTED_MAJORS)" >&2; exit 1 ;; \
+	esac
+
+# Builds and installs into the PostgreSQL that PG_CONFIG names.
+install: supported-major
 	rm -f "$(LIBRARY)"
-	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+	cargo pgrx install --release --pg-config "$(PG_CONFIG)" $(PGRX_FEATURES)
 	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
-# The unoptimised build the tests run against: it compiles in half the time.
-install-dev: setup
+# The unoptimised build the demo and the tests run against: it compiles in
+# half the time.
+install-dev: supported-major
 	rm -f "$(LIBRARY)"
-	cargo pgrx install --pg-config "$(PG_CONFIG)"
+	cargo pgrx install --pg-config "$(PG_CONFIG)" $(PGRX_FEATURES)
 	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
 demo: install-dev
@@ -35,21 +59,23 @@ demo: install-dev
 stop:
 	scripts/cluster.sh stop
 
-test: install-dev
-	tests/run.sh $(SUITES)
+test: setup
+	for config in $(PG_CONFIGS); do $(MAKE) --no-print-directory install-dev PG_CONFIG=$$config || exit 1; done
+	TEST_PG_CONFIGS="$(PG_CONFIGS)" tests/run.sh $(SUITES)
 
 # The 60%-deletable cases at N sessions (T4), then the steady state at 1M
 # (T1 and T3 at 1M; T2 needs the 10M table). About 25 minutes here.
 bench: install
-	bench/run.sh $(N)
+	PG_CONFIG="$(PG_CONFIG)" bench/run.sh $(N)
 
 # The steady state at 1M and 10M sessions: targets T1 to T3. About 40
 # minutes here, most of it seeding and copying the 10M-row tables (6 GB each).
 bench-10m: install
-	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" bench/run.sh
+	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
 
+# A tarball for each of PG_CONFIGS, and a .deb for Debian's PostgreSQL 15.
 package: setup
-	scripts/package.sh
+	PACKAGE_PG_CONFIGS="$(PG_CONFIGS)" scripts/package.sh
 
 clean:
 	scripts/cluster.sh destroy

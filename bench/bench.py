@@ -1,4 +1,4 @@
-"""The benchmark behind the README's numbers; bench/run.sh starts its cluster.
+"""The benchmark behind doc/benchmarks.md's numbers; bench/run.sh starts its cluster.
 
 usage: bench.py N [N ...]        (session counts, e.g. 10000 100000 1000000)
 

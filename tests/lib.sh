@@ -2,7 +2,31 @@
 # Source it; it expects `set -euo pipefail` in the caller.
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export PATH="$(pg_config --bindir):$PATH"
+# The PostgreSQL under test: PG_CONFIG's (tests/run.sh sets it per major), or
+# the one on PATH. Its bin directory goes first on PATH, so every pg_config,
+# initdb, psql and pg_regress below is that major's.
+pg_bindir=$("${PG_CONFIG:-pg_config}" --bindir)
+export PATH="$pg_bindir:$PATH"
+pg_major=$(pg_config --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
+
+# as_postgres COMMAND...: as the postgres OS user, whom the servers run as.
+# sudo resets PATH, so name the program by its path ("$pg_bindir/pg_ctl").
+as_postgres() {
+    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi
+}
+
+# skip_suite WHY: this suite cannot run on this PostgreSQL. One line, and
+# exit 77, which tests/run.sh counts as a skip, never as a pass.
+skip_suite() {
+    echo "skipped: $*"
+    exit 77
+}
+
+# has_pg_cron: pg_cron is installed for the PostgreSQL under test (Debian
+# packages it for 15; nothing here provides it for 18).
+has_pg_cron() {
+    [ -f "$(pg_config --pkglibdir)/pg_cron.so" ]
+}
 
 # start_cluster NAME PORT [--cron]: a fresh cluster under .cluster/test-NAME,
 # destroyed when the suite exits.
@@ -34,6 +58,7 @@ new_authfort_db() {
 
 passed=0
 failed=0
+skipped=0
 # check NAME EXPECTED ACTUAL
 check() {
     if [ "$2" = "$3" ]; then
@@ -45,8 +70,18 @@ check() {
     fi
 }
 
+# skip NAME WHY: a check that cannot run on this PostgreSQL. Counted apart.
+skip() {
+    skipped=$((skipped + 1))
+    printf '  skip %s: %s\n' "$1" "$2"
+}
+
 # finish: the suite's closing line, and its exit status.
 finish() {
-    printf '%d passed, %d failed\n' "$passed" "$failed"
+    if [ "$skipped" -gt 0 ]; then
+        printf '%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
+    else
+        printf '%d passed, %d failed\n' "$passed" "$failed"
+    fi
     [ "$failed" -eq 0 ]
 }

@@ -105,7 +105,7 @@ try {
     Object.fromEntries(Object.entries(result.rows[0] ?? {}).map(([k, v]) => [k, int8(v)])));
   check('rows left after cleanup_all()', LIVE, await rowsLeft());
 
-  // What the README suggests: a per-query type parser turning int8 into Number.
+  // What doc/clients.md suggests: a per-query type parser turning int8 into Number.
   await client.query(seed);
   result = await client.query({
     text: 'SELECT authfort_cleanup_sessions() AS n',

@@ -4,19 +4,25 @@
 # at the end, since the package's removal takes the shared files with it.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
+[ "$(pg_config --bindir)" = "/usr/lib/postgresql/$pg_major/bin" ] ||
+    skip_suite "the .deb is for Debian's postgresql-$pg_major package, and PostgreSQL $pg_major here is not Debian's"
 
 restore_development_build() {
     make -s -C "$repo" install-dev >/dev/null 2>&1 || echo "  could not reinstall the development build"
 }
 
-"$repo/scripts/package.sh" >/dev/null 2>&1
+PACKAGE_PG_CONFIGS="$(pg_config --bindir)/pg_config $repo/.pg18/bin/pg_config" "$repo/scripts/package.sh" >/dev/null 2>&1
 deb=$(ls "$repo"/dist/postgresql-15-authfort-cleanup_*.deb)
-tarball=$(ls "$repo"/dist/authfort_cleanup-*-pg15-*.tar.gz)
-check "make package builds a .deb and a tarball" "2" "$(ls "$repo"/dist | wc -l)"
+check "make package builds a .deb and a tarball for 15 and for 18" "3" "$(ls "$repo"/dist | wc -l)"
 check "the .deb depends on postgresql-15" "yes" \
     "$(dpkg-deb -f "$deb" Depends | grep -q 'postgresql-15' && echo yes || echo no)"
-check "the tarball carries the library" "yes" \
-    "$(tar -tzf "$tarball" | grep -q 'authfort_cleanup.so$' && echo yes || echo no)"
+version=$(sed -nE 's/^version = "(.*)"/\1/p' "$repo/Cargo.toml")
+for major in 15 18; do
+    check "the $major tarball holds the library and the current install script" \
+        "authfort_cleanup-$version-pg$major/extension/authfort_cleanup--$version.sql authfort_cleanup-$version-pg$major/lib/authfort_cleanup.so" \
+        "$(tar -tzf "$repo"/dist/authfort_cleanup-"$version"-pg"$major"-*.tar.gz |
+            grep -E "(\.so|/authfort_cleanup--$version\.sql)\$" | sort | tr '\n' ' ' | sed 's/ $//')"
+done
 
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
 trap 'apt-get remove -y -qq postgresql-15-authfort-cleanup >/dev/null 2>&1 || true; restore_development_build; "$repo/scripts/cluster.sh" destroy' EXIT

@@ -5,6 +5,9 @@
 # build (with a `tests` schema) system-wide, so tests/run.sh runs it last.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The major under test; `cargo pgrx test pgNN` finds its pg_config in
+# ~/.pgrx/config.toml, which scripts/setup.sh writes.
+major=$("${PG_CONFIG:-pg_config}" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
 
 runas=()
 if [ "$(id -u)" -eq 0 ]; then
@@ -16,7 +19,7 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 log=$(mktemp)
 set +e
-cargo pgrx test pg15 "${runas[@]}" 2>&1 | tee "$log"
+cargo pgrx test "pg$major" --no-default-features --features "pg$major" "${runas[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # cargo's own summaries: "test result: ok. N passed; M failed; ..."

@@ -13,7 +13,7 @@ results=$(mktemp -d)
 chmod 777 "$results"
 pg_regress=$(pg_config --pkglibdir)/pgxs/src/test/regress/pg_regress
 set +e
-"$pg_regress" --use-existing --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=regression \
+"$pg_regress" --use-existing --bindir="$(pg_config --bindir)" --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=regression \
     --inputdir="$regress_dir" --outputdir="$results" --schedule="$regress_dir/schedule" \
     | tee "$results/summary"
 set -e

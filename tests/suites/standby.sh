@@ -14,15 +14,11 @@ replica_dir="$repo/.cluster/test-standby-replica"
 replica_data="$replica_dir/data"
 replica_port=54416
 
-as_postgres() {
-    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi
-}
-
 # Both servers go at exit, the replica first: lib.sh's trap only knows the
 # primary, so it is replaced by one that does both.
 stop_replica() {
-    if [ -f "$replica_data/PG_VERSION" ] && as_postgres pg_ctl -D "$replica_data" status >/dev/null 2>&1; then
-        as_postgres pg_ctl -D "$replica_data" -m immediate -w stop >/dev/null || true
+    if [ -f "$replica_data/PG_VERSION" ] && as_postgres "$pg_bindir/pg_ctl" -D "$replica_data" status >/dev/null 2>&1; then
+        as_postgres "$pg_bindir/pg_ctl" -D "$replica_data" -m immediate -w stop >/dev/null || true
     fi
     rm -rf "$replica_dir"
 }
@@ -105,7 +101,7 @@ mkdir -p "$replica_dir"
 chown postgres: "$replica_dir"
 # -R writes standby.signal and a primary_conninfo that reaches the primary
 # over its unix socket (pg_hba's "local replication all trust" from initdb).
-as_postgres pg_basebackup -h "$primary_host" -p "$primary_port" -U postgres -D "$replica_data" -R -X stream -c fast
+as_postgres "$pg_bindir/pg_basebackup" -h "$primary_host" -p "$primary_port" -U postgres -D "$replica_data" -R -X stream -c fast
 # The backup copied the primary's cluster.conf (its port and socket dir):
 # the replica gets its own, or it would try to take the primary's.
 {
@@ -117,7 +113,7 @@ as_postgres pg_basebackup -h "$primary_host" -p "$primary_port" -U postgres -D "
     echo "log_min_messages = warning"
     echo "hot_standby = on"
 } | as_postgres tee "$replica_data/cluster.conf" >/dev/null
-as_postgres pg_ctl -D "$replica_data" -l "$replica_dir/server.log" -w start >/dev/null
+as_postgres "$pg_bindir/pg_ctl" -D "$replica_data" -l "$replica_dir/server.log" -w start >/dev/null
 
 check "replica: is in recovery" "t" "$(on_replica sql app "SELECT pg_is_in_recovery()")"
 

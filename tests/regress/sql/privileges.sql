@@ -29,7 +29,7 @@ SELECT authfort_cleanup_tokens(dry_run => true) AS would_delete;
 RESET ROLE;
 SELECT count(*) AS still_there FROM authfort_verification_tokens;
 
--- The README's maintenance role can run everything.
+-- The maintenance role of doc/functions.md (Privileges) can run everything.
 CREATE ROLE regress_cleanup_maintenance;
 GRANT SELECT, UPDATE, DELETE ON authfort_signing_keys, authfort_verification_tokens, authfort_refresh_tokens
     TO regress_cleanup_maintenance;

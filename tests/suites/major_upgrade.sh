@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The two ways users move to a new PostgreSQL major, end to end, from the
+# oldest to the newest major under test (15 to 18): dump and restore, and
+# pg_upgrade. Both start from a 15 cluster in real use: AuthFort's tables in
+# schema auth, the extension in schema maintenance, a maintenance role with
+# the grants doc/functions.md gives, ALTER DATABASE ... SET
+# authfort_cleanup.schema, rows in the run log, the replaced_by index, and
+# expired rows waiting. Afterwards the same checks run on 18. The commands
+# are the ones doc/upgrades.md gives.
+set -euo pipefail
+
+read -r -a configs <<<"${TEST_PG_CONFIGS:-}"
+if [ "${#configs[@]}" -lt 2 ]; then
+    echo "skipped: needs two majors in TEST_PG_CONFIGS (make test passes 15's and 18's)"
+    exit 77
+fi
+old_config=${configs[0]}
+new_config=${configs[${#configs[@]} - 1]}
+# The new major's client programs, as the recipes say: pg_dump and psql of
+# the newer version read the older server.
+PG_CONFIG=$new_config source "$(dirname "$0")/../lib.sh"
+old_bindir=$("$old_config" --bindir)
+old_major=$("$old_config" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
+new_major=$pg_major
+
+db=app
+old_dir=$repo/.cluster/test-major-old
+restored_dir=$repo/.cluster/test-major-restored
+upgraded_dir=$repo/.cluster/test-major-upgraded
+
+# cluster DIR PORT CONFIG COMMAND...: scripts/cluster.sh for one of them.
+cluster() {
+    local dir=$1 port=$2 config=$3
+    shift 3
+    CLUSTER_DIR=$dir PGPORT=$port PG_CONFIG=$config "$repo/scripts/cluster.sh" "$@"
+}
+destroy_all() {
+    cluster "$old_dir" 54422 "$old_config" destroy
+    cluster "$restored_dir" 54423 "$new_config" destroy
+    cluster "$upgraded_dir" 54424 "$new_config" destroy
+}
+trap destroy_all EXIT
+destroy_all
+
+# as_maintenance QUERY: what the nightly job runs, as the maintenance role.
+as_maintenance() {
+    psql -X -q -A -t -v ON_ERROR_STOP=1 -U authfort_maintenance -d "$db" -c "$1"
+}
+
+# error_of ROLE QUERY: the SQLSTATE QUERY fails with, or "no error".
+error_of() {
+    local output
+    if output=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -U "$1" -d "$db" -c "$2" 2>&1 >/dev/null); then
+        echo "no error"
+    else
+        printf '%s\n' "$output" | sed -nE 's/^ERROR:  ([0-9A-Z]{5}):.*/\1/p' | head -n 1
+    fi
+}
+
+# seed: the clients suite's rows (2 keys, 3 tokens and 4 sessions expired,
+# 2 of each live), without its reset of the run log.
+seed() {
+    grep -v authfort_cleanup_runs "$repo/tests/clients/seed.sql" |
+        PGOPTIONS='-c search_path=auth' psql -X -q -v ON_ERROR_STOP=1 -d "$db" >/dev/null
+}
+
+# --- a 15 cluster in real use ---------------------------------------------------
+
+echo "setup on PostgreSQL $old_major"
+cluster "$old_dir" 54422 "$old_config" start
+export PGHOST=$old_dir PGPORT=54422 PGUSER=postgres
+sql postgres "CREATE DATABASE $db"
+sql "$db" "CREATE SCHEMA auth" "CREATE SCHEMA maintenance"
+# AuthFort's migrations put its tables in the first schema of search_path.
+sql postgres "ALTER DATABASE $db SET search_path = auth"
+"$repo/.venv/bin/python" "$repo/tests/authfort_migrate.py" "postgresql+asyncpg://postgres@127.0.0.1:$PGPORT/$db"
+sql postgres "ALTER DATABASE $db RESET search_path"
+sql "$db" "CREATE EXTENSION authfort_cleanup SCHEMA maintenance" \
+    "ALTER DATABASE $db SET authfort_cleanup.schema = 'auth'" \
+    "CREATE ROLE authfort_maintenance LOGIN" \
+    "CREATE ROLE app_reader LOGIN" \
+    "GRANT USAGE ON SCHEMA auth, maintenance TO authfort_maintenance, app_reader" \
+    "GRANT SELECT, UPDATE, DELETE ON auth.authfort_signing_keys, auth.authfort_verification_tokens,
+                                     auth.authfort_refresh_tokens TO authfort_maintenance" \
+    "GRANT SELECT, INSERT, DELETE ON maintenance.authfort_cleanup_runs TO authfort_maintenance" \
+    "GRANT USAGE ON SEQUENCE maintenance.authfort_cleanup_runs_id_seq TO authfort_maintenance" \
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA maintenance TO authfort_maintenance" \
+    "GRANT EXECUTE ON PROCEDURE maintenance.authfort_cleanup_run TO authfort_maintenance"
+index=$(PGOPTIONS="-c client_min_messages=warning" sql "$db" "SELECT * FROM maintenance.authfort_cleanup_create_indexes()")
+check "$old_major: the replaced_by index is created" ix_authfort_refresh_tokens_replaced_by "$index"
+seed
+check "$old_major: the maintenance role cleans keys|tokens|sessions" '2|3|4' \
+    "$(as_maintenance "SELECT concat_ws('|', keys, tokens, sessions) FROM maintenance.authfort_cleanup_all()")"
+as_maintenance "SELECT FROM maintenance.authfort_cleanup_all()" >/dev/null
+seed
+check "$old_major: two runs in the log, the last with id 2" '2|2' \
+    "$(sql "$db" "SELECT count(*) || '|' || max(id) FROM maintenance.authfort_cleanup_runs")"
+check "$old_major: app_reader may not clean" 42501 \
+    "$(error_of app_reader "SELECT maintenance.authfort_cleanup_tokens()")"
+
+# --- what must hold on the new major --------------------------------------------
+
+# verify LABEL: the checks after a journey, on the cluster PGHOST/PGPORT name.
+verify() {
+    local label=$1
+    check "$label: the extension is in schema maintenance" 'maintenance' \
+        "$(sql "$db" "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'authfort_cleanup'")"
+    check "$label: the database setting is intact" 'auth' \
+        "$(psql -X -A -t -U authfort_maintenance -d "$db" -c "SHOW authfort_cleanup.schema")"
+    check "$label: the run log's rows are there" '2|2' \
+        "$(sql "$db" "SELECT count(*) || '|' || max(id) FROM maintenance.authfort_cleanup_runs")"
+    check "$label: the status view sees the waiting rows" 'keys|2 tokens|3 sessions|4' \
+        "$(sql "$db" "SELECT string_agg(concat_ws('|', target, deletable), ' ') FROM maintenance.authfort_cleanup_status")"
+    check "$label: the replaced_by index is there" t \
+        "$(sql "$db" "SELECT supporting_index_present FROM maintenance.authfort_cleanup_status WHERE target = 'sessions'")"
+    check "$label: app_reader still may not clean" 42501 \
+        "$(error_of app_reader "SELECT maintenance.authfort_cleanup_tokens()")"
+    check "$label: the maintenance role cleans with authfort_cleanup_all()" '2|3|4' \
+        "$(as_maintenance "SELECT concat_ws('|', keys, tokens, sessions) FROM maintenance.authfort_cleanup_all()")"
+    check "$label: and the run log gives that run the next id" '3|ok|authfort_maintenance' \
+        "$(sql "$db" "SELECT concat_ws('|', id, status, run_by)
+                        FROM maintenance.authfort_cleanup_runs ORDER BY id DESC LIMIT 1")"
+    seed
+    check "$label: the one-shot functions work" '2|3|4' \
+        "$(as_maintenance "SELECT concat_ws('|', maintenance.authfort_cleanup_keys(),
+                                  maintenance.authfort_cleanup_tokens(), maintenance.authfort_cleanup_sessions())")"
+    seed
+    as_maintenance "CALL maintenance.authfort_cleanup_run()" 2>/dev/null
+    check "$label: CALL authfort_cleanup_run() works and logs run 4" '4|ok|2|3|4|authfort_maintenance' \
+        "$(sql "$db" "SELECT concat_ws('|', id, status, keys, tokens, sessions, run_by)
+                        FROM maintenance.authfort_cleanup_runs ORDER BY id DESC LIMIT 1")"
+}
+
+# --- journey 1: pg_dump from 15, restore into 18 -------------------------------
+
+echo "dump and restore, PostgreSQL $old_major to $new_major"
+dumps=$(mktemp -d)
+pg_dumpall --globals-only --no-role-passwords >"$dumps/globals.sql"
+pg_dump --format=custom --create --file="$dumps/$db.dump" "$db"
+cluster "$restored_dir" 54423 "$new_config" start
+export PGHOST=$restored_dir PGPORT=54423
+# The globals include the postgres role, which initdb already made.
+errors=$(psql -X -q -d postgres -f "$dumps/globals.sql" 2>&1 >/dev/null | grep '^psql:.*ERROR' | sed -E 's/^psql:[^ ]* //' || true)
+check "restore: the only error in the globals is the existing postgres role" 'ERROR:  role "postgres" already exists' "$errors"
+pg_restore --create --exit-on-error -d postgres "$dumps/$db.dump"
+rm -rf "$dumps"
+check "restore: a PostgreSQL $new_major server" "$new_major" "$(sql postgres "SHOW server_version_num" | cut -c1-2)"
+verify "restore"
+
+# --- journey 2: pg_upgrade from 15 to 18 ------------------------------------------
+
+echo "pg_upgrade, PostgreSQL $old_major to $new_major"
+# The restore journey's checks ran on a copy; the 15 cluster is as it was.
+cluster "$old_dir" 54422 "$old_config" stop
+# pg_upgrade needs the same checksum setting (18's initdb turns them on,
+# 15's did not), encoding and locale as the old cluster.
+INITDB_OPTIONS=--no-data-checksums cluster "$upgraded_dir" 54424 "$new_config" init
+workdir=$repo/.cluster/test-major-work
+rm -rf "$workdir"
+mkdir -p "$workdir"
+chown postgres: "$workdir"
+upgrade() {
+    (cd "$workdir" && as_postgres "$pg_bindir/pg_upgrade" \
+        --old-bindir="$old_bindir" --new-bindir="$pg_bindir" \
+        --old-datadir="$old_dir/data" --new-datadir="$upgraded_dir/data" \
+        --old-port=54425 --new-port=54426 --socketdir="$workdir" --username=postgres "$@")
+}
+log=$(mktemp)
+status=0
+upgrade --check >"$log" 2>&1 || status=$?
+check "pg_upgrade --check passes" 0 "$status"
+[ "$status" -eq 0 ] || cat "$log"
+status=0
+upgrade >"$log" 2>&1 || status=$?
+check "pg_upgrade passes" 0 "$status"
+[ "$status" -eq 0 ] || cat "$log"
+rm -f "$log"
+rm -rf "$workdir"
+cluster "$upgraded_dir" 54424 "$new_config" start
+export PGHOST=$upgraded_dir PGPORT=54424
+# pg_upgrade carries no planner statistics over.
+vacuumdb --all --analyze-in-stages --quiet
+check "pg_upgrade: a PostgreSQL $new_major server" "$new_major" "$(sql postgres "SHOW server_version_num" | cut -c1-2)"
+verify "pg_upgrade"
+
+finish
