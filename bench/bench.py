@@ -743,8 +743,9 @@ async def main(counts: list[int]) -> None:
     # Imported here: it builds on this module's helpers.
     import steady_state
 
-    tables, throughput = await steady_state.run()
-    steady_state.report(tables, throughput)
+    if steady_state.SIZES:
+        tables, throughput = await steady_state.run()
+        steady_state.report(tables, throughput)
 
 
 if __name__ == "__main__":
