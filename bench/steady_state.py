@@ -9,6 +9,7 @@ Settings (environment):
   BENCH_STEADY_REPEAT_10M runs of each variant above 1M rows (1: a copy of a
                           10M-row database takes most of a minute)
   BENCH_REFRESH_SECONDS   pgbench duration per refresh-throughput round (20)
+  BENCH_REFRESH_ROUNDS    rounds of it, each with and without the indexes (3)
 
 Every table, whatever its size, holds the same 100,000 deletable rows
 (90,000 expired and 10,000 revoked but unexpired), so a run's cost should
@@ -34,6 +35,7 @@ SIZES = [int(n) for n in os.environ.get("BENCH_STEADY_N", "1000000").split()]
 REPEAT = int(os.environ.get("BENCH_STEADY_REPEAT", "3"))
 REPEAT_LARGE = int(os.environ.get("BENCH_STEADY_REPEAT_10M", "1"))
 REFRESH_SECONDS = int(os.environ.get("BENCH_REFRESH_SECONDS", "20"))
+REFRESH_ROUNDS = int(os.environ.get("BENCH_REFRESH_ROUNDS", "3"))
 LAYOUTS = ["ordered", "scattered"]
 EXPIRED, REVOKED = 90_000, 10_000
 
@@ -146,7 +148,7 @@ async def refresh_throughput(n: int) -> Throughput:
     finally:
         await connection.close()
     result = Throughput()
-    for round_ in range(2):
+    for round_ in range(REFRESH_ROUNDS):
         for with_indexes in (True, False):
             await copy(template, database)
             try:
@@ -157,7 +159,7 @@ async def refresh_throughput(n: int) -> Throughput:
                     await connection.execute("CHECKPOINT")
                 finally:
                     await connection.close()
-                log(f"refresh throughput N={n} ({round_ + 1}/2), time indexes: {with_indexes}")
+                log(f"refresh throughput N={n} ({round_ + 1}/{REFRESH_ROUNDS}), time indexes: {with_indexes}")
                 tps = await asyncio.to_thread(pgbench_tps, database, nclients)
                 (result.with_time_indexes if with_indexes else result.without).append(tps)
             finally:
@@ -200,7 +202,7 @@ def report(tables: list[Table], throughput: Throughput | None) -> None:
     if throughput:
         with_indexes, without = (statistics.median(each) for each in (throughput.with_time_indexes, throughput.without))
         print(f"AuthFort-style refresh throughput (bench/refresh.pgbench, -c {CLIENTS}, no rate limit,"
-              f" {REFRESH_SECONDS} s, 2 rounds, median) at N={min(SIZES):,}, ordered:")
+              f" {REFRESH_SECONDS} s, {REFRESH_ROUNDS} rounds, median) at N={min(SIZES):,}, ordered:")
         print(f"  replaced_by index only: {without:.0f} tps ({', '.join(f'{t:.0f}' for t in throughput.without)})")
         print(f"  + the two time indexes: {with_indexes:.0f} tps"
               f" ({', '.join(f'{t:.0f}' for t in throughput.with_time_indexes)}):"
