@@ -120,7 +120,9 @@ fn time_index_findings(table: &Table) -> Vec<Finding> {
                 level: "info",
                 target: Some(target.name),
                 problem: format!(
-                    "cleanup reads all of {} (about {rows:.0} rows) to delete a few of them; {serves} lets it                      read only the rows it deletes, for {cost}. Deletable now, by the statistics:                      with {name}, about {:.1}%",
+                    "cleanup reads all of {} (about {rows:.0} rows) to delete a few of them; {serves} lets it \
+                     read only the rows it deletes, for {cost}. Deletable now, by the statistics: \
+                     with {name}, about {:.1}%",
                     table.qualified_name,
                     share * 100.0
                 ),

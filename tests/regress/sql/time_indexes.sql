@@ -20,8 +20,9 @@ CREATE FUNCTION pg_temp.seed_sessions(n integer, share float8) RETURNS void LANG
       FROM generate_series(1, n) AS i;
     ANALYZE authfort_refresh_tokens;
 $$;
+-- The estimates in the problem vary with ANALYZE's sample: numbers are N.
 CREATE VIEW pg_temp.time_index_advice AS
-SELECT level, target, fix, problem LIKE '%one more index write per%' AS says_the_cost
+SELECT level, target, fix, regexp_replace(problem, '[0-9][0-9.]*', 'N', 'g') AS problem
   FROM authfort_cleanup_check() WHERE fix LIKE 'CREATE INDEX%expires_at%';
 
 -- Most rows deletable (a first run, or a table never cleaned): a whole-table
@@ -35,11 +36,15 @@ SELECT * FROM pg_temp.time_index_advice;
 -- indexes, one statement each: the plain one serves both rules, the partial
 -- one AuthFort's rule (revoked sessions go at once).
 SELECT pg_temp.seed_sessions(200000, 0.01);
+\x on
 SELECT * FROM pg_temp.time_index_advice ORDER BY fix;
+\x off
 -- 7% expired and 7% revoked: only the plain index pays off, for
 -- keep_revoked_until_expired; with AuthFort's rule 14% of the table goes.
 SELECT pg_temp.seed_sessions(200000, 0.07);
+\x on
 SELECT * FROM pg_temp.time_index_advice ORDER BY fix;
+\x off
 
 -- Opt-in: the default creates only the replaced_by index (there already).
 SELECT pg_temp.seed_sessions(200000, 0.01);
