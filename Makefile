@@ -64,12 +64,13 @@ test: setup
 	TEST_PG_CONFIGS="$(PG_CONFIGS)" tests/run.sh $(SUITES)
 
 # The 60%-deletable cases at N sessions (T4), then the steady state at 1M
-# (T1 and T3 at 1M; T2 needs the 10M table). About 25 minutes here.
+# (T1 and T3 at 1M; T2 needs the 10M table). About 15 minutes here.
 bench: install
 	PG_CONFIG="$(PG_CONFIG)" bench/run.sh $(N)
 
-# The steady state at 1M and 10M sessions: targets T1 to T3. About 40
-# minutes here, most of it seeding and copying the 10M-row tables (6 GB each).
+# The steady state at 1M and 10M sessions: targets T1 to T3. About 7
+# minutes here (11 with BENCH_STEADY_REPEAT_10M=3), a third of it seeding the
+# two 10M-row tables (4.7 GB each, in SQL).
 bench-10m: install
 	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
 
