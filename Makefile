@@ -29,7 +29,7 @@ LIBRARY = $(shell "$(PG_CONFIG)" --pkglibdir)/authfort_cleanup.so
 # version's script and the update scripts).
 RELEASED_SCRIPTS = $(shell ls sql/authfort_cleanup--*.sql | grep -vE -- '--.+--')
 
-.PHONY: setup supported-major install install-dev demo stop test bench package clean
+.PHONY: setup supported-major install install-dev demo stop test bench bench-10m package clean
 
 setup:
 	scripts/setup.sh
@@ -63,8 +63,16 @@ test: setup
 	for config in $(PG_CONFIGS); do $(MAKE) --no-print-directory install-dev PG_CONFIG=$$config || exit 1; done
 	TEST_PG_CONFIGS="$(PG_CONFIGS)" tests/run.sh $(SUITES)
 
+# The 60%-deletable cases at N sessions (T4), then the steady state at 1M
+# (T1 and T3 at 1M; T2 needs the 10M table). About 15 minutes here.
 bench: install
 	PG_CONFIG="$(PG_CONFIG)" bench/run.sh $(N)
+
+# The steady state at 1M and 10M sessions: targets T1 to T3. About 7
+# minutes here (11 with BENCH_STEADY_REPEAT_10M=3), a third of it seeding the
+# two 10M-row tables (4.7 GB each, in SQL).
+bench-10m: install
+	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
 
 # A tarball for each of PG_CONFIGS, and a .deb for Debian's PostgreSQL 15.
 package: setup

@@ -11,11 +11,11 @@ COMMENT ON FUNCTION authfort_cleanup_all() IS
 COMMENT ON FUNCTION authfort_cleanup_preview() IS
     'Counts what each cleanup would delete now, and the oldest expiry among those rows. Deletes nothing.';
 COMMENT ON FUNCTION authfort_cleanup_check() IS
-    'Lists what would make cleanup slow or keep it from running (missing index, backlog, no schedule, failed runs), each with the statement that fixes it.';
-COMMENT ON FUNCTION authfort_cleanup_create_indexes() IS
-    'Creates the missing indexes that keep cleanup linear (CREATE INDEX: holds a SHARE lock on the table while it builds). Returns their names.';
-COMMENT ON FUNCTION authfort_cleanup_batch(text, bigint, bigint, interval, boolean) IS
-    'Internal, for authfort_cleanup_run(): deletes one batch of a target from a range of heap blocks.';
+    'Lists what would make cleanup slow or keep it from running (missing index, a whole-table read for a few deletable rows, backlog, no schedule, failed runs), each with the statement that fixes it.';
+COMMENT ON FUNCTION authfort_cleanup_create_indexes(boolean) IS
+    'Creates the missing indexes that keep cleanup linear, and with time_indexes => true the expires_at indexes that let it read only the rows it deletes (CREATE INDEX: holds a SHARE lock on the table while it builds). Returns their names.';
+COMMENT ON FUNCTION authfort_cleanup_batch(text, text, bigint, interval, boolean) IS
+    'Internal, for authfort_cleanup_run(): deletes one batch of a target from the position the previous batch returned (NULL: the start), through the time indexes when the target has them, otherwise from a range of heap blocks.';
 COMMENT ON FUNCTION authfort_cleanup_blocking_index(text) IS
     'Internal, for authfort_cleanup_run(): the CREATE INDEX a target waits for, or NULL when it can be cleaned now.';
 COMMENT ON FUNCTION authfort_cleanup_lock_key() IS

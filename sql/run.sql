@@ -1,6 +1,8 @@
 -- authfort_cleanup_run(): the batched cleanup. It deletes keys, tokens and
 -- sessions a batch at a time and COMMITs after each batch, so every lock is
--- short and finished work survives an interruption.
+-- short and finished work survives an interruption. Each batch starts where
+-- the last one stopped: through the time indexes when a target has them,
+-- otherwise at the next range of heap blocks.
 --
 -- PostgreSQL forbids COMMIT in a procedure that has a SET clause or is
 -- SECURITY DEFINER, so this one has neither: every function and operator it
@@ -21,7 +23,8 @@ DECLARE
     targets text[] := ARRAY['keys', 'tokens', 'sessions'];
     counts bigint[] := ARRAY[0, 0, 0];
     batches integer := 0;
-    first_block bigint;
+    walked boolean;
+    batch_position text;
     deleted bigint;
     blocking_index text;
     notes text[] := '{}';
@@ -64,14 +67,15 @@ BEGIN
     -- statement_timeout at any moment is caught and logged.
     <<each_target>>
     FOR position IN 1 .. 3 LOOP
-        first_block := 0;
+        walked := false;
+        batch_position := NULL;
         blocking_index := NULL;
-        WHILE first_block IS NOT NULL LOOP
+        WHILE NOT walked LOOP
             BEGIN
                 IF NOT pg_catalog.pg_try_advisory_xact_lock(lock_key) THEN
                     lost_lock := true;
                 ELSE
-                    IF first_block OPERATOR(pg_catalog.=) 0 THEN
+                    IF batch_position IS NULL THEN
                         blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
                     END IF;
                     IF blocking_index IS NOT NULL THEN
@@ -79,10 +83,11 @@ BEGIN
                             targets[position]
                             USING HINT = blocking_index;
                         notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
-                        first_block := NULL;
+                        walked := true;
                     ELSE
-                        SELECT batch.deleted, batch.next_block INTO deleted, first_block
-                          FROM @extschema@.authfort_cleanup_batch(targets[position], first_block, batch_size, grace, keep_revoked_until_expired) AS batch;
+                        SELECT batch.deleted, batch.next_position INTO deleted, batch_position
+                          FROM @extschema@.authfort_cleanup_batch(targets[position], batch_position, batch_size, grace, keep_revoked_until_expired) AS batch;
+                        walked := batch_position IS NULL;
                         batches := batches OPERATOR(pg_catalog.+) 1;
                         counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;
                         RAISE NOTICE 'authfort_cleanup: % rows of % deleted so far (% rows/s)',

@@ -10,8 +10,9 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::check;
-use crate::engine::{self, GuardMode, Options};
+use crate::engine::{self, GuardMode, Options, Position};
 use crate::error;
+use crate::indexes;
 use crate::run;
 use crate::run_log::{self, Counts, RunStatus};
 use crate::status;
@@ -131,22 +132,24 @@ fn authfort_cleanup_preview() -> TableIterator<
 }
 
 /// One batch for `authfort_cleanup_run()`: deletes at most `batch_size` rows
-/// of `target` from the heap blocks starting at `first_block`.
+/// of `target` from `position` (NULL: the start). Returns the rows deleted
+/// and the position the next batch starts at, NULL once the target is done.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_batch(
     target: Option<&str>,
-    first_block: Option<i64>,
+    position: Option<&str>,
     batch_size: Option<i64>,
     grace: Option<Interval>,
     keep_revoked_until_expired: Option<bool>,
-) -> TableIterator<'static, (name!(deleted, i64), name!(next_block, Option<i64>))> {
+) -> TableIterator<'static, (name!(deleted, i64), name!(next_position, Option<String>))> {
     let target = target_named(target);
-    let first_block = required(first_block, "first_block").max(0);
+    let position = position.map(|text| Position::parse(text).unwrap_or_else(|| engine::invalid_position(text)));
     let batch_size = positive(required(batch_size, "batch_size"), "batch_size");
     let options = options(grace, None, Some(false), keep_revoked_until_expired);
     let table = engine::resolve(target);
-    TableIterator::once(engine::clean_batch(&table, &options, first_block, batch_size))
+    let (deleted, next) = engine::clean_batch(&table, &options, position, batch_size);
+    TableIterator::once((deleted, next.map(|next| next.to_string())))
 }
 
 /// For `authfort_cleanup_run()`: NULL when `target` can be cleaned now,
@@ -158,25 +161,31 @@ fn authfort_cleanup_blocking_index(target: Option<&str>) -> Option<String> {
     let table = engine::resolve(target_named(target));
     let missing = engine::guard_quadratic(&table, GuardMode::Check)?;
     if crate::settings::create_missing_indexes() {
-        engine::create_index(&missing);
+        indexes::create(&missing);
         return None;
     }
     Some(missing.concurrently)
 }
 
-/// Creates the indexes that keep cleanup linear; returns the names created.
+/// Creates the indexes that keep cleanup linear, and with `time_indexes` the
+/// ones that let it read only the rows it deletes; returns the names created.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
-fn authfort_cleanup_create_indexes() -> SetOfIterator<'static, String> {
-    let created: Vec<String> = targets::ALL
-        .into_iter()
-        .map(engine::resolve)
-        .filter_map(|table| {
-            let missing = engine::missing_index(&table)?;
-            engine::create_index(&missing);
-            Some(missing.index_name)
-        })
-        .collect();
+fn authfort_cleanup_create_indexes(time_indexes: default!(Option<bool>, "false")) -> SetOfIterator<'static, String> {
+    let time_indexes = required(time_indexes, "time_indexes");
+    let mut created = Vec::new();
+    for table in targets::ALL.into_iter().map(engine::resolve) {
+        let mut wanted: Vec<indexes::IndexSpec> = indexes::missing_self_reference_index(&table).into_iter().collect();
+        if time_indexes {
+            // AuthFort's rule has every arm a target can have.
+            let missing = indexes::missing_time_indexes(&table, &Options::default());
+            wanted.extend(missing.into_iter().map(|(_, index)| index));
+        }
+        for index in wanted {
+            indexes::create(&index);
+            created.push(index.index_name);
+        }
+    }
     SetOfIterator::new(created)
 }
 

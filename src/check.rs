@@ -2,14 +2,22 @@
 //! cleanup that stays fast and actually runs. Each finding carries one
 //! executable statement that fixes it, where one exists.
 
-use crate::engine::{self, Options};
+use crate::engine::{self, Options, Table};
+use crate::indexes::{self, Arm};
 use crate::query;
 use crate::run_log;
+use crate::statistics;
 use crate::targets;
 
 /// More deletable rows than this in one target is a backlog worth a warning:
 /// the schedule is missing, failing, or too rare.
 const BACKLOG_ROWS: i64 = 100_000;
+
+/// The time indexes pay for their writes once a whole-table read would read
+/// at least this many rows for each one it deletes...
+const READS_PER_DELETE: f64 = 10.0;
+/// ...on a table at least this large. Below it, reading it all is cheap.
+const INDEXED_CLEANUP_MIN_ROWS: f64 = 100_000.0;
 
 pub struct Finding {
     pub level: &'static str,
@@ -22,7 +30,8 @@ pub fn findings() -> Vec<Finding> {
     let mut findings = Vec::new();
     for target in targets::ALL {
         let table = engine::resolve(target);
-        if let Some(missing) = engine::missing_index(&table) {
+        findings.extend(time_index_findings(&table));
+        if let Some(missing) = indexes::missing_self_reference_index(&table) {
             findings.push(Finding {
                 level: "warning",
                 target: Some(target.name),
@@ -60,6 +69,66 @@ pub fn findings() -> Vec<Finding> {
             problem: format!("{failures} failed runs in the last 7 days; the last said: {last_error}"),
             fix: None,
         });
+    }
+    findings
+}
+
+/// The rules a target can be cleaned with, as users choose them.
+fn rules(table: &Table) -> Vec<(&'static str, Options)> {
+    let mut rules = vec![("AuthFort's rule", Options::default())];
+    if table.target.revoked_column.is_some() {
+        rules.push(("keep_revoked_until_expired", Options { keep_revoked_until_expired: true, ..Options::default() }));
+    }
+    rules
+}
+
+/// A time index missing for a rule whose cleanup, by the statistics, reads
+/// far more rows than it deletes: one finding per index, naming the rules
+/// it serves and what it costs.
+fn time_index_findings(table: &Table) -> Vec<Finding> {
+    let paying: Vec<(&str, Options, f64, f64)> = rules(table)
+        .into_iter()
+        .filter_map(|(name, options)| {
+            let estimate = statistics::estimate(table, &options)?;
+            let pays = estimate.rows >= INDEXED_CLEANUP_MIN_ROWS && estimate.deletable_share * READS_PER_DELETE <= 1.0;
+            pays.then_some((name, options, estimate.rows, estimate.deletable_share))
+        })
+        .collect();
+    let mut findings: Vec<Finding> = Vec::new();
+    for (name, options, rows, share) in &paying {
+        for (arm, index) in indexes::missing_time_indexes(table, options) {
+            if let Some(existing) =
+                findings.iter_mut().find(|finding| finding.fix.as_ref() == Some(&index.concurrently))
+            {
+                existing.problem.push_str(&format!("; with {name}, about {:.1}%", share * 100.0));
+                continue;
+            }
+            let target = table.target;
+            let cost = match arm {
+                Arm::Expired => format!("one more index write per {}", target.written_by),
+                Arm::Revoked => "one more index write per revocation".to_string(),
+            };
+            let serves = match arm {
+                Arm::Expired => format!("an index on {}", target.time_column),
+                Arm::Revoked => format!(
+                    "with revoked rows deleted before they expire, also a partial index on {} WHERE {}",
+                    target.time_column,
+                    target.revoked_column.unwrap_or_default()
+                ),
+            };
+            findings.push(Finding {
+                level: "info",
+                target: Some(target.name),
+                problem: format!(
+                    "cleanup reads all of {} (about {rows:.0} rows) to delete a few of them; {serves} lets it \
+                     read only the rows it deletes, for {cost}. Deletable now, by the statistics: \
+                     with {name}, about {:.1}%",
+                    table.qualified_name,
+                    share * 100.0
+                ),
+                fix: Some(index.concurrently),
+            });
+        }
     }
     findings
 }

@@ -15,10 +15,17 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::error;
+use crate::indexes::{self, Arm, IndexSpec};
 use crate::lock_waits;
 use crate::query;
 use crate::settings;
 use crate::targets::Target;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod property_test;
+mod walk;
+
+pub use walk::{clean_batch, invalid_position, Position};
 
 /// How a call narrows AuthFort's rule. `Options::default()` is AuthFort's rule
 /// exactly.
@@ -237,12 +244,6 @@ fn selection_sql(table: &Table, filter: &str, options: &Options, scope: &Scope, 
 
 /// Deletes (or, in a dry run, counts) what `options` selects within `scope`.
 /// Callers that delete have checked `require_writable` first.
-///
-/// The DELETE is first the plain one a DBA would write, in a subtransaction
-/// that gives up at the first lock wait. Rows the application holds are rare
-/// among expired ones, and locking every row first (`FOR UPDATE SKIP
-/// LOCKED`) costs a second write per row. Only when a row is held is that
-/// work undone and done again the way that skips it.
 fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i64 {
     let cutoff = cutoff(options.grace);
     let rule = rule_sql(table.target, options);
@@ -254,11 +255,7 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
         let count = query::one::<i64>(&format!("SELECT count(*) FROM ({selection}) AS deletable"), &parameters);
         return count.unwrap_or(0);
     }
-    if table.target.self_reference.is_some() && !take_deleter_lock(table) {
-        notice!(
-            "authfort_cleanup: another statement is deleting from {}; this one deleted nothing",
-            table.qualified_name
-        );
+    if !take_deleter_lock(table) {
         return 0;
     }
     let table_name = &table.qualified_name;
@@ -275,54 +272,134 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
             client.update(statement, None, &parameters).map(|deleted| deleted.len() as i64)
         }))
     };
-    lock_waits::bounded(|| lock_waits::forbidden(|| delete(&plain)).unwrap_or_else(|| delete(&skipping_locked)))
+    skipping_held_rows(|| delete(&plain), || delete(&skipping_locked))
+}
+
+/// Runs `plain`, the statement a DBA would write, in a subtransaction that
+/// gives up at the first lock wait; where it gives up, undoes it and runs
+/// `skipping_locked` instead. Rows the application holds are rare among
+/// expired ones, and locking every row first (`FOR UPDATE SKIP LOCKED`) costs
+/// a second write per row, so only a held row makes cleanup pay for that.
+fn skipping_held_rows<T>(plain: impl FnOnce() -> T, skipping_locked: impl FnOnce() -> T) -> T {
+    lock_waits::bounded(|| lock_waits::forbidden(plain).unwrap_or_else(skipping_locked))
+}
+
+/// What one statement over an arm did.
+struct ArmBatch {
+    deleted: i64,
+    /// Rows it picked: fewer than its limit means the arm is walked to its end.
+    picked: i64,
+    /// The latest expiry among the rows it picked: where the next one starts.
+    last: Option<TimestampWithTimeZone>,
+}
+
+/// Deletes at most `limit` rows of one arm of the rule, oldest first, from
+/// the rows whose time column is at or after `from`, through the arm's index.
+/// Callers have checked `require_writable` first.
+///
+/// Starting at `from` itself, not after it, keeps rows that share the last
+/// batch's expiry: the only rows read twice are the ones at that one instant
+/// already deleted, whose index entries the first read marked dead.
+fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZone, limit: i64) -> ArmBatch {
+    let nothing = ArmBatch { deleted: 0, picked: 0, last: None };
+    if !take_deleter_lock(table) {
+        return nothing;
+    }
+    let target = table.target;
+    let (table_name, time) = (&table.qualified_name, target.time_column);
+    let rule = rule_sql(target, options);
+    let mut arm_filter = match (arm, target.revoked_column) {
+        (Arm::Revoked, Some(revoked)) => format!("{revoked} AND {time} >= $2"),
+        _ => format!("{time} >= $2 AND {time} < $1"),
+    };
+    if let Some(protected) = target.protected_column {
+        arm_filter.push_str(&format!(" AND NOT {protected}"));
+    }
+    let statement = |lock: &str, recheck: &str| {
+        format!(
+            "WITH picked AS MATERIALIZED (
+                 SELECT ctid, {time} AS expiry FROM {table_name} WHERE {arm_filter}
+                  ORDER BY {time} LIMIT {limit}{lock}),
+             deleted AS (
+                 DELETE FROM {table_name} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)){recheck} RETURNING 1)
+             SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM picked), (SELECT max(expiry) FROM picked)"
+        )
+    };
+    // As in `run`: the plain form rechecks the rule against a row's newest
+    // version; FOR UPDATE rechecks the arm's own condition by itself.
+    let plain = statement("", &format!(" AND {rule}"));
+    let skipping_locked = statement(" FOR UPDATE SKIP LOCKED", "");
+    let parameters: Vec<DatumWithOid> = vec![cutoff(options.grace).into(), from.into()];
+    let execute = |sql: &str| {
+        error::spi(Spi::connect_mut(|client| {
+            let row = client.update(sql, Some(1), &parameters)?.first();
+            Ok::<_, pgrx::spi::SpiError>(ArmBatch {
+                deleted: row.get::<i64>(1)?.unwrap_or(0),
+                picked: row.get::<i64>(2)?.unwrap_or(0),
+                last: row.get::<TimestampWithTimeZone>(3)?,
+            })
+        }))
+    };
+    skipping_held_rows(|| execute(&plain), || execute(&skipping_locked))
 }
 
 /// Two statements deleting from a self-referencing table can deadlock inside
 /// PostgreSQL's ON DELETE SET NULL trigger: each trigger's UPDATE waits for a
 /// row the other statement holds. So one deleter per table at a time, until
-/// the end of its transaction; another gets false and deletes nothing.
+/// the end of its transaction; another gets false, says so, and deletes
+/// nothing. Tables without a self-reference need no such lock.
 fn take_deleter_lock(table: &Table) -> bool {
-    query::one::<bool>(
+    if table.target.self_reference.is_none() {
+        return true;
+    }
+    let taken = query::one::<bool>(
         "SELECT pg_try_advisory_xact_lock(hashtextextended('authfort_cleanup:delete:' || $1, 0))",
         &[table.qualified_name.as_str().into()],
     )
-    .unwrap_or(false)
+    .unwrap_or(false);
+    if !taken {
+        notice!(
+            "authfort_cleanup: another statement is deleting from {}; this one deleted nothing",
+            table.qualified_name
+        );
+    }
+    taken
 }
 
 /// Deletes what a one-shot call asks for: the whole backlog, or `max_rows`.
+///
+/// The whole backlog is one DELETE of the rule, and the planner reads it
+/// through the time indexes when they exist and it pays. `max_rows` takes the
+/// oldest rows first: through the time indexes, arm by arm, reading only the
+/// rows it deletes; without them, by sorting every deletable row.
 pub fn clean(table: &Table, options: &Options) -> i64 {
     if !options.dry_run {
         require_writable(table);
         guard_quadratic(table, GuardMode::Raise);
     }
-    run(table, options, &Scope::Everything, options.max_rows)
+    match options.max_rows {
+        Some(max_rows) if !options.dry_run && indexes::rule_indexed(table, options) => {
+            let mut deleted = 0;
+            for arm in indexes::arms(table, options) {
+                if deleted >= max_rows {
+                    break;
+                }
+                deleted += run_arm(table, options, arm, arm_start(options, arm), max_rows - deleted).deleted;
+            }
+            deleted
+        }
+        _ => run(table, options, &Scope::Everything, options.max_rows),
+    }
 }
 
-/// One batch of the batched procedure: at most `batch_size` rows from the
-/// heap blocks starting at `first_block`. Returns the rows deleted and the
-/// block to start the next batch at, or None once the table is walked.
-pub fn clean_batch(table: &Table, options: &Options, first_block: i64, batch_size: i64) -> (i64, Option<i64>) {
-    require_writable(table);
-    let (block_count, rows_per_block) = query::two::<i64, f64>(
-        "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
-                CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages ELSE 0 END
-           FROM pg_class WHERE oid = $1",
-        &[table.oid.into()],
-    );
-    let block_count = block_count.unwrap_or(0);
-    if first_block >= block_count {
-        return (0, None);
+/// Where the walk of an arm begins: the expired rows from the oldest, the
+/// revoked ones from the cutoff (those before it are expired too, and the
+/// expired arm took them).
+fn arm_start(options: &Options, arm: Arm) -> TimestampWithTimeZone {
+    match arm {
+        Arm::Expired => TimestampWithTimeZone::negative_infinity(),
+        Arm::Revoked => cutoff(options.grace),
     }
-    // A never-analysed table has no row estimate; AuthFort's rows are a few
-    // hundred bytes, so 20 a block errs towards smaller batches.
-    let rows_per_block = rows_per_block.filter(|rows| *rows > 0.0).unwrap_or(20.0);
-    let span = ((batch_size as f64 / rows_per_block).floor() as i64).max(1);
-    let end = first_block.saturating_add(span);
-    let deleted = run(table, options, &Scope::Blocks { first: first_block, end }, Some(batch_size));
-    // A full batch may have left rows in its blocks: walk them again.
-    let next = if deleted >= batch_size { first_block } else { end };
-    (deleted, (next < block_count).then_some(next))
 }
 
 /// Earliest expiry among the rows the rule selects, for previews.
@@ -386,36 +463,6 @@ fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
     .unwrap_or(0)
 }
 
-/// An index that PostgreSQL's foreign-key trigger needs to stay linear.
-pub struct MissingIndex {
-    pub index_name: String,
-    /// `CREATE INDEX CONCURRENTLY ...`: what an operator runs by hand.
-    pub concurrently: String,
-    /// `CREATE INDEX ...`: what `authfort_cleanup_create_indexes()` runs.
-    pub in_transaction: String,
-}
-
-pub fn missing_index(table: &Table) -> Option<MissingIndex> {
-    let column = table.target.self_reference?;
-    let indexed = query::one::<bool>(
-        "SELECT EXISTS (
-            SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-             WHERE i.indrelid = $1 AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL)",
-        &[table.oid.into(), column.into()],
-    )
-    .unwrap_or(false);
-    if indexed {
-        return None;
-    }
-    let index_name = format!("ix_{}_{column}", table.target.table);
-    let (quoted_index, on) = (pgrx::spi::quote_identifier(&index_name), format!("{} ({column})", table.qualified_name));
-    Some(MissingIndex {
-        concurrently: format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {quoted_index} ON {on};"),
-        in_transaction: format!("CREATE INDEX IF NOT EXISTS {quoted_index} ON {on};"),
-        index_name,
-    })
-}
-
 pub enum GuardMode {
     /// A one-shot call: refuse with an error whose HINT is the fix.
     Raise,
@@ -425,8 +472,8 @@ pub enum GuardMode {
 
 /// Keeps session cleanup off PostgreSQL's quadratic path. Returns the missing
 /// index when the table is too large to delete from without it.
-pub fn guard_quadratic(table: &Table, mode: GuardMode) -> Option<MissingIndex> {
-    let missing = missing_index(table)?;
+pub fn guard_quadratic(table: &Table, mode: GuardMode) -> Option<IndexSpec> {
+    let missing = indexes::missing_self_reference_index(table)?;
     let threshold = settings::quadratic_guard_rows();
     let rows = rows_up_to(table, threshold.saturating_add(1));
     let column = table.target.self_reference.unwrap_or_default();
@@ -451,248 +498,4 @@ pub fn guard_quadratic(table: &Table, mode: GuardMode) -> Option<MissingIndex> {
         );
     }
     Some(missing)
-}
-
-/// Builds a missing index inside the current transaction. CREATE INDEX holds
-/// a SHARE lock (writes wait) while it builds, so the wait for that lock is
-/// bounded like every other lock cleanup takes.
-pub fn create_index(missing: &MissingIndex) {
-    notice!("authfort_cleanup: {}", missing.in_transaction);
-    lock_waits::bounded(|| error::spi(Spi::run(&missing.in_transaction)));
-}
-
-/// The engine against an independent oracle: random rows near now(), NULL
-/// expiries, revoked and current flags and rotation chains; the set the
-/// engine deletes must be exactly the set the oracle picks.
-#[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests {
-
-    use super::*;
-    use crate::targets::{self, KEYS, SESSIONS, TOKENS};
-    use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
-
-    #[derive(Debug, Clone)]
-    struct Row {
-        /// Seconds from now(); None only where the column allows NULL.
-        expires_in: Option<i64>,
-        revoked: bool,
-        is_current: bool,
-        /// Index of the row that replaced this one.
-        replaced_by: Option<usize>,
-    }
-
-    #[derive(Debug, Clone)]
-    enum Mode {
-        Everything,
-        MaxRows(i64),
-        Batches(i64),
-    }
-
-    #[derive(Debug, Clone)]
-    struct Case {
-        rows: Vec<Row>,
-        grace_seconds: i64,
-        keep_revoked_until_expired: bool,
-        mode: Mode,
-    }
-
-    /// Expiries cluster on the boundaries that matter: now() itself and
-    /// now() minus each grace.
-    fn expiry() -> impl Strategy<Value = i64> {
-        prop_oneof![Just(0i64), Just(-3600), Just(-3599), Just(-3601), -200_000i64..200_000,]
-    }
-
-    fn case() -> impl Strategy<Value = Case> {
-        let row = (
-            proptest::option::weighted(0.85, expiry()),
-            any::<bool>(),
-            proptest::bool::weighted(0.1),
-            any::<prop::sample::Index>(),
-            any::<bool>(),
-        );
-        (
-            prop::collection::vec(row, 0..60),
-            prop_oneof![Just(0i64), Just(3600), Just(86_400)],
-            any::<bool>(),
-            prop_oneof![Just(Mode::Everything), (1i64..25).prop_map(Mode::MaxRows), (1i64..8).prop_map(Mode::Batches)],
-        )
-            .prop_map(|(raw, grace_seconds, keep_revoked_until_expired, mode)| {
-                let count = raw.len();
-                let rows = raw
-                    .into_iter()
-                    .enumerate()
-                    .map(|(position, (expires_in, revoked, is_current, target, chained))| Row {
-                        expires_in,
-                        revoked,
-                        is_current,
-                        replaced_by: (chained && count > 1)
-                            .then(|| target.index(count))
-                            .filter(|other| *other != position),
-                    })
-                    .collect();
-                Case { rows, grace_seconds, keep_revoked_until_expired, mode }
-            })
-    }
-
-    /// The rule, written independently of `rule_sql`.
-    fn oracle_deletes(target: &Target, row: &Row, case: &Case) -> bool {
-        let expired = matches!(row.expires_in, Some(seconds) if seconds < -case.grace_seconds);
-        match target.name {
-            "keys" => expired && !row.is_current,
-            "tokens" => expired,
-            _ => expired || (row.revoked && !case.keep_revoked_until_expired),
-        }
-    }
-
-    fn id(position: usize) -> String {
-        format!("00000000-0000-0000-0000-{position:012}")
-    }
-
-    fn create_tables() {
-        Spi::run(
-            "CREATE SCHEMA prop;
-             CREATE TABLE prop.authfort_signing_keys (id uuid PRIMARY KEY, expires_at timestamptz, is_current boolean NOT NULL);
-             CREATE TABLE prop.authfort_verification_tokens (id uuid PRIMARY KEY, expires_at timestamptz NOT NULL);
-             CREATE TABLE prop.authfort_refresh_tokens (id uuid PRIMARY KEY, expires_at timestamptz NOT NULL,
-                 revoked boolean NOT NULL, replaced_by uuid REFERENCES prop.authfort_refresh_tokens ON DELETE SET NULL);
-             CREATE INDEX ON prop.authfort_refresh_tokens (replaced_by);
-             SET LOCAL authfort_cleanup.schema = 'prop';",
-        )
-        .expect("create the property-test tables");
-    }
-
-    fn load(target: &Target, case: &Case) {
-        Spi::run(&format!("TRUNCATE prop.{}", target.table)).expect("truncate");
-        for (position, row) in case.rows.iter().enumerate() {
-            // Only keys may have a NULL expiry in AuthFort's schema; tokens
-            // and sessions get a far-future expiry instead.
-            let expires_at = match (row.expires_in, target.name) {
-                (Some(seconds), _) => format!("now() + make_interval(secs => {seconds})"),
-                (None, "keys") => "NULL".into(),
-                (None, _) => "now() + interval '1 year'".into(),
-            };
-            let statement = match target.name {
-                "keys" => format!(
-                    "INSERT INTO prop.authfort_signing_keys VALUES ('{}', {expires_at}, {})",
-                    id(position),
-                    row.is_current
-                ),
-                "tokens" => {
-                    format!("INSERT INTO prop.authfort_verification_tokens VALUES ('{}', {expires_at})", id(position))
-                }
-                _ => format!(
-                    "INSERT INTO prop.authfort_refresh_tokens VALUES ('{}', {expires_at}, {}, NULL)",
-                    id(position),
-                    row.revoked
-                ),
-            };
-            Spi::run(&statement).expect("insert a generated row");
-        }
-        if target.self_reference.is_some() {
-            for (position, row) in case.rows.iter().enumerate() {
-                if let Some(replacement) = row.replaced_by {
-                    Spi::run(&format!(
-                        "UPDATE prop.authfort_refresh_tokens SET replaced_by = '{}' WHERE id = '{}'",
-                        id(replacement),
-                        id(position)
-                    ))
-                    .expect("link a rotation chain");
-                }
-            }
-        }
-    }
-
-    fn survivors(target: &Target) -> Vec<(String, Option<String>)> {
-        let replaced_by = if target.self_reference.is_some() { "replaced_by::text" } else { "NULL::text" };
-        Spi::connect(|client| {
-            client
-                .select(&format!("SELECT id::text, {replaced_by} FROM prop.{} ORDER BY id", target.table), None, &[])?
-                .map(|row| Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?)))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-        })
-        .expect("read the survivors")
-    }
-
-    fn run_engine(target: &'static Target, case: &Case) -> i64 {
-        let options = Options {
-            grace: Interval::from_seconds(case.grace_seconds as f64),
-            max_rows: match case.mode {
-                Mode::MaxRows(rows) => Some(rows),
-                _ => None,
-            },
-            dry_run: false,
-            keep_revoked_until_expired: case.keep_revoked_until_expired,
-        };
-        let table = resolve(target);
-        match case.mode {
-            Mode::Batches(size) => {
-                let (mut deleted, mut next) = (0, Some(0));
-                while let Some(first_block) = next {
-                    let (batch, following) = clean_batch(&table, &options, first_block, size);
-                    assert!(batch <= size, "a batch deleted {batch} rows, more than its size {size}");
-                    deleted += batch;
-                    next = following;
-                }
-                deleted
-            }
-            _ => clean(&table, &options),
-        }
-    }
-
-    fn check(target: &'static Target, case: &Case) -> Result<(), TestCaseError> {
-        load(target, case);
-        let expected: Vec<usize> =
-            (0..case.rows.len()).filter(|position| oracle_deletes(target, &case.rows[*position], case)).collect();
-        let deleted_count = run_engine(target, case);
-        let surviving: std::collections::HashMap<String, Option<String>> = survivors(target).into_iter().collect();
-        let deleted: Vec<usize> =
-            (0..case.rows.len()).filter(|position| !surviving.contains_key(&id(*position))).collect();
-        prop_assert_eq!(deleted_count, deleted.len() as i64);
-        match case.mode {
-            Mode::MaxRows(limit) => {
-                prop_assert_eq!(deleted.len(), expected.len().min(limit as usize));
-                prop_assert!(deleted.iter().all(|position| expected.contains(position)));
-                let latest_deleted = deleted.iter().filter_map(|p| case.rows[*p].expires_in).max();
-                let earliest_kept =
-                    expected.iter().filter(|p| !deleted.contains(p)).filter_map(|p| case.rows[*p].expires_in).min();
-                if let (Some(latest), Some(earliest)) = (latest_deleted, earliest_kept) {
-                    prop_assert!(latest <= earliest, "max_rows must take the oldest expiry first");
-                }
-            }
-            _ => prop_assert_eq!(&deleted, &expected),
-        }
-        // ON DELETE SET NULL: a survivor that pointed at a deleted row now points nowhere.
-        let chained = case.rows.iter().enumerate().filter(|_| target.self_reference.is_some());
-        for (position, row) in chained {
-            if let (Some(after), Some(replacement)) = (surviving.get(&id(position)), row.replaced_by) {
-                let expected_link = surviving.contains_key(&id(replacement)).then(|| id(replacement));
-                prop_assert_eq!(after, &expected_link);
-            }
-        }
-        Ok(())
-    }
-
-    #[pg_test]
-    fn engine_deletes_exactly_what_the_oracle_picks() {
-        create_tables();
-        let mut runner = TestRunner::new(Config { cases: 100, failure_persistence: None, ..Config::default() });
-        for target in targets::ALL {
-            let outcome = runner.run(&case(), |case| check(target, &case));
-            if let Err(failure) = outcome {
-                panic!("{} disagrees with the oracle: {failure}", target.name);
-            }
-        }
-    }
-
-    #[pg_test]
-    fn rules_read_as_authfort_wrote_them() {
-        let parity = Options::default();
-        assert_eq!(rule_sql(&KEYS, &parity), "expires_at < $1 AND NOT is_current");
-        assert_eq!(rule_sql(&TOKENS, &parity), "expires_at < $1");
-        assert_eq!(rule_sql(&SESSIONS, &parity), "(revoked OR expires_at < $1)");
-        let keep = Options { keep_revoked_until_expired: true, ..Options::default() };
-        assert_eq!(rule_sql(&SESSIONS, &keep), "expires_at < $1");
-    }
 }

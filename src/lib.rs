@@ -2,8 +2,10 @@
 //!
 //! - `targets`: what expires, as data (table, time column, rule).
 //! - `engine`: finds and checks a target's table and deletes its rows.
+//! - `indexes`: the indexes cleanup leans on, found and created.
 //! - `run` and `run_log`: a whole run under the overlap guard, and its log.
 //! - `check`: what would make cleanup slow or keep it from running.
+//! - `statistics`: how much of a table a rule selects, from ANALYZE's numbers.
 //! - `status`: the numbers behind the authfort_cleanup_status view.
 //! - `settings`: the GUCs.
 //! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
@@ -14,11 +16,13 @@ mod api;
 mod check;
 mod engine;
 mod error;
+mod indexes;
 mod lock_waits;
 mod query;
 mod run;
 mod run_log;
 mod settings;
+mod statistics;
 mod status;
 mod targets;
 

@@ -6,6 +6,7 @@
 use pgrx::datum::Interval;
 
 use crate::engine;
+use crate::indexes;
 use crate::targets::{self, Target};
 
 pub struct TargetStatus {
@@ -27,7 +28,7 @@ fn of(target: &'static Target) -> TargetStatus {
     let census = engine::census(&table);
     TargetStatus {
         target,
-        supporting_index_present: engine::missing_index(&table).is_none(),
+        supporting_index_present: indexes::missing_self_reference_index(&table).is_none(),
         table_name: table.qualified_name,
         rows: census.rows,
         deletable: census.deletable,

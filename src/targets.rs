@@ -21,6 +21,9 @@ pub struct Target {
     pub revoked_column: Option<&'static str>,
     /// Rows where this boolean is true are never deleted (the current key).
     pub protected_column: Option<&'static str>,
+    /// What the application does that writes a row of this table: each
+    /// index on it costs one more index write per such write.
+    pub written_by: &'static str,
     /// A column that references the table itself `ON DELETE SET NULL`.
     /// PostgreSQL's trigger for it looks up each deleted row's id, so without
     /// an index on it every deleted row costs one scan of the whole table.
@@ -36,6 +39,7 @@ pub const KEYS: Target = Target {
     time_column: "expires_at",
     revoked_column: None,
     protected_column: Some("is_current"),
+    written_by: "key rotation",
     self_reference: None,
     columns: &[
         Column { name: "expires_at", sql_type: TIMESTAMPTZ },
@@ -49,6 +53,7 @@ pub const TOKENS: Target = Target {
     time_column: "expires_at",
     revoked_column: None,
     protected_column: None,
+    written_by: "token issued or used",
     self_reference: None,
     columns: &[Column { name: "expires_at", sql_type: TIMESTAMPTZ }],
 };
@@ -59,6 +64,7 @@ pub const SESSIONS: Target = Target {
     time_column: "expires_at",
     revoked_column: Some("revoked"),
     protected_column: None,
+    written_by: "sign-in, refresh and logout",
     self_reference: Some("replaced_by"),
     columns: &[
         Column { name: "expires_at", sql_type: TIMESTAMPTZ },

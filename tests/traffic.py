@@ -19,8 +19,10 @@ was live when recorded may legitimately expire (and be cleaned) before the
 end: only rows whose expiry is still in the future at verification must exist.
 
 Expects PGHOST and PGPORT (tests/suites/traffic.sh exports them) and a
-database `app` with AuthFort's schema, the extension, and the index
-authfort_cleanup_create_indexes() makes. Prints one line per check and
+database (the first argument, `app` by default) with AuthFort's schema, the
+extension, and the indexes authfort_cleanup_create_indexes() makes: the one
+on replaced_by, and in a second run the time indexes, so that the cleanup
+reads through them. Prints one line per check and
 `N passed, N failed` last; exits 1 on any failure.
 """
 
@@ -42,7 +44,7 @@ from results import Results
 DURATION = 25.0  # seconds of traffic
 CLIENTS = 8
 USERS_PER_CLIENT = 40
-DATABASE = "app"
+DATABASE = sys.argv[1] if len(sys.argv) > 1 else "app"
 CLEANUP_BATCH_SIZE = 200
 # Clients sleep up to this long between operations, the cleanup loop between
 # calls: enough to let the two interleave without a busy loop on 2 cores.

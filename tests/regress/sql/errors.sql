@@ -69,7 +69,11 @@ CALL authfort_cleanup_run(max_runtime => '-1 second');
 \echo :LAST_ERROR_SQLSTATE
 CALL authfort_cleanup_run(grace => NULL);
 \echo :LAST_ERROR_SQLSTATE
-SELECT * FROM authfort_cleanup_batch('passwords', 0, 10, '0', false);
+SELECT * FROM authfort_cleanup_batch('passwords', NULL, 10, '0', false);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM authfort_cleanup_batch('tokens', 'expired soon', 10, '0', false);
+\echo :LAST_ERROR_SQLSTATE
+SELECT authfort_cleanup_create_indexes(time_indexes => NULL);
 \echo :LAST_ERROR_SQLSTATE
 
 -- Read-only transactions refuse before touching anything; a dry run still works.
