@@ -47,6 +47,17 @@ sql() {
     psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$db" "${@/#/-c}"
 }
 
+# error_of DB QUERY: the "SQLSTATE: message" of the error QUERY raises, or
+# "no error". VERBOSITY=verbose makes psql put the SQLSTATE in the message.
+error_of() {
+    local output
+    if output=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$1" -c "$2" 2>&1 >/dev/null); then
+        echo "no error"
+    else
+        printf '%s\n' "$output" | sed -n 's/^ERROR:  //p' | head -n 1
+    fi
+}
+
 # new_authfort_db DB: a database with AuthFort's schema, made by AuthFort's
 # own migrations, and the extension.
 new_authfort_db() {

@@ -13,18 +13,18 @@ plain_port=54413     # a second cluster without pg_cron preloaded
 
 # --- helpers -----------------------------------------------------------------
 
-# error_of DB SQL: runs SQL expecting it to fail; prints psql's stderr in
+# error_output DB SQL: runs SQL expecting it to fail; prints psql's stderr in
 # verbose form, so the ERROR line carries the SQLSTATE. Never fails itself.
-error_of() {
+error_output() {
     psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$1" -c "$2" 2>&1 >/dev/null || true
 }
 
-# sqlstate_in TEXT: the SQLSTATE of the first ERROR in error_of's output.
+# sqlstate_in TEXT: the SQLSTATE of the first ERROR in error_output's output.
 sqlstate_in() {
     sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\): .*/\1/p' <<<"$1" | head -n 1
 }
 
-# hint_in TEXT: the HINT line of error_of's output.
+# hint_in TEXT: the HINT line of error_output's output.
 hint_in() {
     sed -n 's/^HINT:  //p' <<<"$1" | head -n 1
 }
@@ -192,7 +192,7 @@ check "run log: status|keys|tokens|sessions of the cron run" 'ok|3|4|5' "$(log_r
 echo "failing runs"
 sql "$db" "ALTER TABLE authfort_verification_tokens RENAME TO authfort_verification_tokens_away"
 before_log=$(last_log_id)
-failure=$(error_of "$db" "CALL authfort_cleanup_run()")
+failure=$(error_output "$db" "CALL authfort_cleanup_run()")
 check "CALL fails with the table's error, 42P01" 42P01 "$(sqlstate_in "$failure")"
 check "the CALL's error names the table" yes "$(contains "$failure" authfort_verification_tokens)"
 check "the failed CALL logged an error row naming the table" 'error|yes' \
@@ -276,16 +276,16 @@ wait "$holder" || true
 
 # --- 6. errors ---------------------------------------------------------------
 echo "errors"
-failure=$(error_of "$db" "SELECT authfort_cleanup_schedule('not a schedule')")
+failure=$(error_output "$db" "SELECT authfort_cleanup_schedule('not a schedule')")
 # pg_cron 1.4.2 reports an invalid schedule as invalid_parameter_value.
 check "an invalid cron expression fails with 22023" 22023 "$(sqlstate_in "$failure")"
 check "an invalid cron expression leaves no job" 0 "$(job_count)"
 
 new_db "$other_db"
-failure=$(error_of "$other_db" "SELECT authfort_cleanup_schedule('* * * * *')")
+failure=$(error_output "$other_db" "SELECT authfort_cleanup_schedule('* * * * *')")
 check "schedule() where pg_cron lives in another database: 42704" 42704 "$(sqlstate_in "$failure")"
 check "its HINT says to use cron.schedule_in_database" yes "$(contains "$(hint_in "$failure")" 'cron.schedule_in_database')"
-failure=$(error_of "$other_db" "SELECT authfort_cleanup_unschedule()")
+failure=$(error_output "$other_db" "SELECT authfort_cleanup_unschedule()")
 check "unschedule() there fails with 42704 too" 42704 "$(sqlstate_in "$failure")"
 
 # A cluster without pg_cron preloaded, in a subshell so that this cluster's
@@ -296,7 +296,7 @@ failure=$(
     "$repo/scripts/cluster.sh" destroy
     "$repo/scripts/cluster.sh" start
     new_db plain
-    error_of plain "SELECT authfort_cleanup_schedule('* * * * *')"
+    error_output plain "SELECT authfort_cleanup_schedule('* * * * *')"
 )
 check "schedule() without pg_cron preloaded: 42704" 42704 "$(sqlstate_in "$failure")"
 check "its HINT mentions shared_preload_libraries" yes "$(contains "$(hint_in "$failure")" 'shared_preload_libraries')"

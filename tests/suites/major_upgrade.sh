@@ -47,14 +47,9 @@ as_maintenance() {
     psql -X -q -A -t -v ON_ERROR_STOP=1 -U authfort_maintenance -d "$db" -c "$1"
 }
 
-# error_of ROLE QUERY: the SQLSTATE QUERY fails with, or "no error".
-error_of() {
-    local output
-    if output=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -U "$1" -d "$db" -c "$2" 2>&1 >/dev/null); then
-        echo "no error"
-    else
-        printf '%s\n' "$output" | sed -nE 's/^ERROR:  ([0-9A-Z]{5}):.*/\1/p' | head -n 1
-    fi
+# sqlstate_as ROLE QUERY: the SQLSTATE QUERY fails with as ROLE, or "no error".
+sqlstate_as() {
+    PGUSER=$1 error_of "$db" "$2" | cut -d: -f1
 }
 
 # seed: the clients suite's rows (2 keys, 3 tokens and 4 sessions expired,
@@ -96,7 +91,7 @@ seed
 check "$old_major: two runs in the log, the last with id 2" '2|2' \
     "$(sql "$db" "SELECT count(*) || '|' || max(id) FROM maintenance.authfort_cleanup_runs")"
 check "$old_major: app_reader may not clean" 42501 \
-    "$(error_of app_reader "SELECT maintenance.authfort_cleanup_tokens()")"
+    "$(sqlstate_as app_reader "SELECT maintenance.authfort_cleanup_tokens()")"
 
 # --- what must hold on the new major --------------------------------------------
 
@@ -114,7 +109,7 @@ verify() {
     check "$label: the replaced_by index is there" t \
         "$(sql "$db" "SELECT supporting_index_present FROM maintenance.authfort_cleanup_status WHERE target = 'sessions'")"
     check "$label: app_reader still may not clean" 42501 \
-        "$(error_of app_reader "SELECT maintenance.authfort_cleanup_tokens()")"
+        "$(sqlstate_as app_reader "SELECT maintenance.authfort_cleanup_tokens()")"
     check "$label: the maintenance role cleans with authfort_cleanup_all()" '2|3|4' \
         "$(as_maintenance "SELECT concat_ws('|', keys, tokens, sessions) FROM maintenance.authfort_cleanup_all()")"
     check "$label: and the run log gives that run the next id" '3|ok|authfort_maintenance' \

@@ -30,17 +30,6 @@ on_replica() {
     PGHOST=$replica_dir PGPORT=$replica_port "$@"
 }
 
-# error_of DB QUERY: the "SQLSTATE: message" of the error QUERY raises, or
-# "no error". VERBOSITY=verbose makes psql put the SQLSTATE in the message.
-error_of() {
-    local output
-    if output=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$1" -c "$2" 2>&1 >/dev/null); then
-        echo "no error"
-    else
-        printf '%s\n' "$output" | sed -n 's/^ERROR:  //p' | head -n 1
-    fi
-}
-
 # deletable_counts DB: keys|tokens|sessions deletable by AuthFort's own rules,
 # counted without the extension, to compare its answers against.
 deletable_counts() {
