@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench import (CAP, CLIENTS, HERE, HOST, PORT, RAW_SESSIONS, USER, Outcome, connect, copy, drop, log,
-                   make_template, median_outcome, ratio, ratio_text, seconds_text, sql_variant, spread_text)
+                   make_template, median_outcome, ratio, ratio_text, seconds_text, sql_variant, spread_text, verdict)
 
 # Empty: skip the steady state (make bench-10m runs it on its own).
 SIZES = [int(n) for n in os.environ.get("BENCH_STEADY_N", "1000000").split()]
@@ -176,10 +176,9 @@ async def run() -> tuple[list[Table], Throughput | None]:
     return tables, throughput
 
 
-def verdict(value: float | None, limit: float) -> str:
-    if value is None:
-        return f"n/a (target <= {limit}x)"
-    return f"{value:.2f}x  (target <= {limit}x: {'met' if value <= limit else 'NOT met'})"
+def at_most(value: float | None, limit: float) -> str:
+    """bench.py's verdict on a ratio that must stay at or under `limit`."""
+    return verdict(value, f"<= {limit}x", value is not None and value <= limit)
 
 
 def report(tables: list[Table], throughput: Throughput | None) -> None:
@@ -221,12 +220,12 @@ def report(tables: list[Table], throughput: Throughput | None) -> None:
         info = "" if layout == "ordered" else "  [T2: for information]"
         for label, ours, raw in (("T1", RUN, RAW), ("T3", FUNCTION_K, RAW_K), ("T3", RUN_K, RAW_K)):
             value = ratio(seconds(largest, layout, ours), seconds(largest, layout, raw))
-            print(f"  {label} {layout}: {ours} vs raw DELETE at N={largest:,}: {verdict(value, 1.5)}")
+            print(f"  {label} {layout}: {ours} vs raw DELETE at N={largest:,}: {at_most(value, 1.5)}")
         for label, ours in (("T2", RUN), ("T3", FUNCTION_K), ("T3", RUN_K)):
             if largest == baseline_n:
                 print(f"  {label} {layout}: {ours} at 10M vs 1M: n/a (run make bench-10m){info}")
                 continue
             value = ratio(seconds(largest, layout, ours), seconds(baseline_n, layout, ours))
-            print(f"  {label} {layout}: {ours} at N={largest:,} vs N={baseline_n:,}: {verdict(value, 1.3)}{info}")
+            print(f"  {label} {layout}: {ours} at N={largest:,} vs N={baseline_n:,}: {at_most(value, 1.3)}{info}")
     value = ratio(seconds(largest, "ordered", FUNCTION), seconds(largest, "ordered", RAW))
     print(f"    (for reference: {FUNCTION} vs raw DELETE at N={largest:,}, ordered: {ratio_text(value)})")
