@@ -26,6 +26,8 @@ DECLARE
     walked boolean;
     batch_position text;
     deleted bigint;
+    kept bigint;
+    kept_counts bigint[] := ARRAY[0, 0, 0];
     blocking_index text;
     notes text[] := '{}';
     lost_lock boolean := false;
@@ -34,6 +36,8 @@ DECLARE
     failed_message text;
     failed_detail text;
     failed_hint text;
+    deadline timestamptz;
+    log_failure text;
 BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
         RAISE NOTICE 'authfort_cleanup: this server is a standby; nothing to do'
@@ -49,13 +53,22 @@ BEGIN
         RAISE EXCEPTION 'batch_size must be greater than zero, not %', batch_size
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave batch_size out to use 10000.';
     END IF;
-    IF max_runtime OPERATOR(pg_catalog.<=) interval '0' THEN
+    -- The deadline is checked as the timestamp it is: interval comparison
+    -- counts a month as 30 days, so '1 mon -30 days' is not positive, while
+    -- '-1 mon 31 days' compares as one day yet puts the deadline in the past.
+    deadline := started_at OPERATOR(pg_catalog.+) max_runtime;
+    IF deadline OPERATOR(pg_catalog.<=) started_at THEN
         RAISE EXCEPTION 'max_runtime must be positive, not %', max_runtime
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave max_runtime out (NULL) to run until done.';
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'It puts the deadline, the start plus max_runtime, at or before the start.',
+                  HINT = 'Give max_runtime in one unit, such as ''15 minutes'', or leave it out (NULL) to run until done.';
     END IF;
 
-    -- Inside a transaction block (or called from a function) COMMIT is not
-    -- allowed: fail here, with 2D000, before anything is locked or deleted.
+    -- Refuses, before anything is locked, deleted or logged: in a transaction
+    -- block or a function, where COMMIT is not allowed (2D000), and without a
+    -- privilege some batch or the log will need (42501, with the GRANTs).
+    -- Outside any EXCEPTION block, so it sees whether this CALL can COMMIT.
+    PERFORM @extschema@.authfort_cleanup_prepare_run();
     COMMIT;
 
     -- The overlap guard: an advisory lock taken again in every transaction
@@ -85,17 +98,17 @@ BEGIN
                         notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
                         walked := true;
                     ELSE
-                        SELECT batch.deleted, batch.next_position INTO deleted, batch_position
+                        SELECT batch.deleted, batch.kept, batch.next_position INTO deleted, kept, batch_position
                           FROM @extschema@.authfort_cleanup_batch(targets[position], batch_position, batch_size, grace, keep_revoked_until_expired) AS batch;
                         walked := batch_position IS NULL;
                         batches := batches OPERATOR(pg_catalog.+) 1;
                         counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;
+                        kept_counts[position] := kept_counts[position] OPERATOR(pg_catalog.+) kept;
                         RAISE NOTICE 'authfort_cleanup: % rows of % deleted so far (% rows/s)',
                             counts[position], targets[position],
                             pg_catalog.round(counts[position]::numeric OPERATOR(pg_catalog./) GREATEST(0.001,
                                 pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at)::numeric));
-                        out_of_time := max_runtime IS NOT NULL
-                            AND pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started_at OPERATOR(pg_catalog.>=) max_runtime;
+                        out_of_time := COALESCE(pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline, false);
                     END IF;
                 END IF;
             EXCEPTION WHEN OTHERS OR query_canceled THEN
@@ -114,22 +127,49 @@ BEGIN
         COMMIT;
         RETURN;
     END IF;
+    FOR position IN 1 .. 3 LOOP
+        IF kept_counts[position] OPERATOR(pg_catalog.>) 0 THEN
+            notes := notes OPERATOR(pg_catalog.||) pg_catalog.format(
+                '%s %s could not be deleted (a trigger, rule or row security kept them)', kept_counts[position], targets[position]);
+        END IF;
+    END LOOP;
     IF lost_lock THEN
         notes := notes OPERATOR(pg_catalog.||) 'stopped: another run took over between two batches'::text;
     END IF;
     IF out_of_time THEN
         notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('stopped after max_runtime %s', max_runtime);
     END IF;
-    PERFORM @extschema@.authfort_cleanup_record_run(
-        started_at, counts[1], counts[2], counts[3],
-        CASE WHEN failed_state IS NULL THEN 'ok' ELSE 'error' END,
-        failed_message,
-        NULLIF(pg_catalog.array_to_string(notes, '; '), ''));
-    COMMIT;
-    IF failed_state IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message,
-            DETAIL = COALESCE(failed_detail, ''), HINT = COALESCE(failed_hint, '');
+    IF failed_state IS NULL THEN
+        PERFORM @extschema@.authfort_cleanup_record_run(
+            started_at, counts[1], counts[2], counts[3], 'ok', NULL,
+            NULLIF(pg_catalog.array_to_string(notes, '; '), ''));
+        COMMIT;
+        RETURN;
     END IF;
+    -- A failed run is logged where it can be; the error reported is the
+    -- first one, never the log's (read-only transaction, no grant, ...).
+    BEGIN
+        PERFORM @extschema@.authfort_cleanup_record_run(
+            started_at, counts[1], counts[2], counts[3], 'error', failed_message,
+            NULLIF(pg_catalog.array_to_string(notes, '; '), ''));
+    EXCEPTION WHEN OTHERS THEN
+        log_failure := SQLERRM;
+    END;
+    COMMIT;
+    IF log_failure IS NOT NULL THEN
+        RAISE WARNING 'authfort_cleanup: the failed run could not be logged: %', log_failure;
+    END IF;
+    -- The original error exactly: a DETAIL or HINT only where it had one.
+    failed_detail := NULLIF(failed_detail, '');
+    failed_hint := NULLIF(failed_hint, '');
+    IF failed_detail IS NULL AND failed_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message;
+    ELSIF failed_detail IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message, HINT = failed_hint;
+    ELSIF failed_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message, DETAIL = failed_detail;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message, DETAIL = failed_detail, HINT = failed_hint;
 END
 $procedure$;
 

@@ -45,18 +45,31 @@ AS $function$
 DECLARE
     command text := 'CALL @extschema@.authfort_cleanup_run()';
     target_database text := COALESCE(database, current_database());
+    job_id bigint;
 BEGIN
     IF schedule IS NULL OR job_name IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN schedule IS NULL THEN 'schedule' ELSE 'job_name' END
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use its default.';
     END IF;
+    -- pg_cron stores job names as name: a longer one would be truncated,
+    -- and unschedule() by the name given would then find nothing.
+    IF octet_length(job_name) > 63 THEN
+        RAISE EXCEPTION 'job_name is % bytes long; pg_cron keeps at most 63', octet_length(job_name)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a shorter job_name.';
+    END IF;
     PERFORM @extschema@.authfort_cleanup_require_pg_cron(format(
         'SELECT cron.schedule_in_database(%L, %L, %L, %L);', job_name, schedule, command, target_database));
-    -- Both update the job of that name if it exists.
+    -- Both update the schedule and command of the job of that name if it
+    -- exists, but neither moves it to another database: alter_job does.
     IF target_database = current_database() THEN
-        RETURN cron.schedule(job_name, schedule, command);
+        job_id := cron.schedule(job_name, schedule, command);
+    ELSE
+        job_id := cron.schedule_in_database(job_name, schedule, command, target_database);
     END IF;
-    RETURN cron.schedule_in_database(job_name, schedule, command, target_database);
+    IF (SELECT j.database FROM cron.job j WHERE j.jobid = job_id) IS DISTINCT FROM target_database THEN
+        PERFORM cron.alter_job(job_id, database => target_database);
+    END IF;
+    RETURN job_id;
 END
 $function$;
 
@@ -69,6 +82,10 @@ BEGIN
     IF job_name IS NULL THEN
         RAISE EXCEPTION 'job_name must not be NULL'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out to use ''authfort_cleanup''.';
+    END IF;
+    IF octet_length(job_name) > 63 THEN
+        RAISE EXCEPTION 'job_name is % bytes long; pg_cron keeps at most 63', octet_length(job_name)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the job_name authfort_cleanup_schedule() was given.';
     END IF;
     PERFORM @extschema@.authfort_cleanup_require_pg_cron(format('SELECT cron.unschedule(%L);', job_name));
     IF NOT EXISTS (SELECT FROM cron.job j WHERE j.jobname = job_name AND j.username = current_user) THEN

@@ -13,20 +13,34 @@ use crate::check;
 use crate::engine::{self, GuardMode, Options, Position};
 use crate::error;
 use crate::indexes;
+use crate::lock_waits;
 use crate::run;
 use crate::run_log::{self, Counts, RunStatus};
 use crate::status;
 use crate::targets::{self, Target};
 
+/// An argument with a default: the HINT says to leave it out.
 fn required<T>(value: Option<T>, argument: &str) -> T {
+    required_or(value, argument, &format!("Leave {argument} out to use its default."))
+}
+
+/// An argument with no default: `hint` says what to pass.
+fn required_or<T>(value: Option<T>, argument: &str, hint: &str) -> T {
     match value {
         Some(value) => value,
         None => error::raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("{argument} must not be NULL"),
-            format!("Leave {argument} out to use its default."),
+            hint,
         ),
     }
+}
+
+/// Every function runs under `authfort_cleanup.lock_timeout`: each lock it
+/// takes on AuthFort's tables, even the ACCESS SHARE of a count or of
+/// pg_relation_size, waits at most that long.
+fn bounded<T>(work: impl FnOnce() -> T) -> T {
+    lock_waits::bounded(work)
 }
 
 fn positive(value: i64, argument: &str) -> i64 {
@@ -41,7 +55,7 @@ fn positive(value: i64, argument: &str) -> i64 {
 }
 
 fn target_named(name: Option<&str>) -> &'static Target {
-    let name = required(name, "target");
+    let name = required_or(name, "target", "Pass one of 'keys', 'tokens', 'sessions'.");
     match targets::by_name(name) {
         Some(target) => target,
         None => error::raise(
@@ -67,8 +81,7 @@ fn options(
 }
 
 fn clean(target: &'static Target, options: Options) -> i64 {
-    let table = engine::resolve(target);
-    engine::clean(&table, &options)
+    bounded(|| engine::clean(&engine::resolve(target), &options))
 }
 
 /// Deletes expired signing keys; AuthFort's `cleanup_expired_keys()`.
@@ -109,7 +122,7 @@ fn authfort_cleanup_sessions(
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_all() -> TableIterator<'static, (name!(keys, i64), name!(tokens, i64), name!(sessions, i64))> {
-    let counts = run::all_in_one_transaction();
+    let counts = bounded(run::all_in_one_transaction);
     TableIterator::once((counts.keys, counts.tokens, counts.sessions))
 }
 
@@ -120,20 +133,23 @@ fn authfort_cleanup_preview() -> TableIterator<
     'static,
     (name!(target, String), name!(deletable, i64), name!(oldest_expiry, Option<TimestampWithTimeZone>)),
 > {
-    let rows: Vec<_> = targets::ALL
-        .into_iter()
-        .map(|target| {
-            let table = engine::resolve(target);
-            let options = Options { dry_run: true, ..Options::default() };
-            (target.name.to_string(), engine::clean(&table, &options), engine::oldest_deletable(&table, &options))
-        })
-        .collect();
+    let rows: Vec<_> = bounded(|| {
+        targets::ALL
+            .into_iter()
+            .map(|target| {
+                let table = engine::resolve(target);
+                let options = Options { dry_run: true, ..Options::default() };
+                (target.name.to_string(), engine::clean(&table, &options), engine::oldest_deletable(&table, &options))
+            })
+            .collect()
+    });
     TableIterator::new(rows)
 }
 
 /// One batch for `authfort_cleanup_run()`: deletes at most `batch_size` rows
-/// of `target` from `position` (NULL: the start). Returns the rows deleted
-/// and the position the next batch starts at, NULL once the target is done.
+/// of `target` from `position` (NULL: the start). Returns the rows deleted,
+/// the rows it picked but could not delete (a trigger kept them), and the
+/// position the next batch starts at, NULL once the target is done.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_batch(
@@ -142,14 +158,19 @@ fn authfort_cleanup_batch(
     batch_size: Option<i64>,
     grace: Option<Interval>,
     keep_revoked_until_expired: Option<bool>,
-) -> TableIterator<'static, (name!(deleted, i64), name!(next_position, Option<String>))> {
+) -> TableIterator<'static, (name!(deleted, i64), name!(kept, i64), name!(next_position, Option<String>))> {
     let target = target_named(target);
     let position = position.map(|text| Position::parse(text).unwrap_or_else(|| engine::invalid_position(text)));
-    let batch_size = positive(required(batch_size, "batch_size"), "batch_size");
-    let options = options(grace, None, Some(false), keep_revoked_until_expired);
-    let table = engine::resolve(target);
-    let (deleted, next) = engine::clean_batch(&table, &options, position, batch_size);
-    TableIterator::once((deleted, next.map(|next| next.to_string())))
+    let batch_size = positive(required_or(batch_size, "batch_size", "Pass a positive batch_size, such as 10000."), "batch_size");
+    let grace = required_or(grace, "grace", "Pass the run's grace, such as '0'.");
+    let keep_revoked_until_expired = required_or(
+        keep_revoked_until_expired,
+        "keep_revoked_until_expired",
+        "Pass the run's keep_revoked_until_expired, true or false.",
+    );
+    let options = options(Some(grace), None, Some(false), Some(keep_revoked_until_expired));
+    let batch = bounded(|| engine::clean_batch(&engine::resolve(target), &options, position, batch_size));
+    TableIterator::once((batch.deleted, batch.kept, batch.next.map(|next| next.to_string())))
 }
 
 /// For `authfort_cleanup_run()`: NULL when `target` can be cleaned now,
@@ -158,13 +179,16 @@ fn authfort_cleanup_batch(
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_blocking_index(target: Option<&str>) -> Option<String> {
-    let table = engine::resolve(target_named(target));
-    let missing = engine::guard_quadratic(&table, GuardMode::Check)?;
-    if crate::settings::create_missing_indexes() {
-        indexes::create(&missing);
-        return None;
-    }
-    Some(missing.concurrently)
+    let target = target_named(target);
+    bounded(|| {
+        let table = engine::resolve(target);
+        let missing = engine::guard_quadratic(&table, GuardMode::Check)?;
+        if crate::settings::create_missing_indexes() {
+            indexes::create(&table, &missing);
+            return None;
+        }
+        Some(missing.concurrently)
+    })
 }
 
 /// Creates the indexes that keep cleanup linear, and with `time_indexes` the
@@ -173,19 +197,32 @@ fn authfort_cleanup_blocking_index(target: Option<&str>) -> Option<String> {
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_create_indexes(time_indexes: default!(Option<bool>, "false")) -> SetOfIterator<'static, String> {
     let time_indexes = required(time_indexes, "time_indexes");
-    let mut created = Vec::new();
-    for table in targets::ALL.into_iter().map(engine::resolve) {
-        let mut wanted: Vec<indexes::IndexSpec> = indexes::missing_self_reference_index(&table).into_iter().collect();
-        if time_indexes {
-            // AuthFort's rule has every arm a target can have.
-            let missing = indexes::missing_time_indexes(&table, &Options::default());
-            wanted.extend(missing.into_iter().map(|(_, index)| index));
+    let created = bounded(|| {
+        let tables: Vec<engine::Table> = targets::ALL.into_iter().map(engine::resolve).collect();
+        let mut wanted: Vec<(&engine::Table, indexes::IndexSpec)> = Vec::new();
+        for table in &tables {
+            wanted.extend(indexes::missing_self_reference_index(table).map(|index| (table, index)));
+            if time_indexes {
+                // AuthFort's rule has every arm a target can have.
+                let missing = indexes::missing_time_indexes(table, &Options::default());
+                wanted.extend(missing.into_iter().map(|(_, index)| (table, index)));
+            }
         }
-        for index in wanted {
-            indexes::create(&index);
-            created.push(index.index_name);
+        // Every check before the first build, so a refusal builds nothing.
+        if !wanted.is_empty() {
+            engine::refuse_read_only("create indexes", "Create them in a read-write transaction on the primary.");
         }
-    }
+        for (table, _) in &wanted {
+            indexes::require_owner(table);
+        }
+        wanted
+            .into_iter()
+            .map(|(table, index)| {
+                indexes::create(table, &index);
+                index.index_name
+            })
+            .collect::<Vec<String>>()
+    });
     SetOfIterator::new(created)
 }
 
@@ -197,7 +234,7 @@ fn authfort_cleanup_check() -> TableIterator<
     'static,
     (name!(level, String), name!(target, Option<String>), name!(problem, String), name!(fix, Option<String>)),
 > {
-    let rows: Vec<_> = check::findings()
+    let rows: Vec<_> = bounded(check::findings)
         .into_iter()
         .map(|finding| (finding.level.to_string(), finding.target.map(String::from), finding.problem, finding.fix))
         .collect();
@@ -222,7 +259,7 @@ fn authfort_cleanup_target_status() -> TableIterator<
         name!(table_bytes, i64),
     ),
 > {
-    let rows: Vec<_> = status::all()
+    let rows: Vec<_> = bounded(status::all)
         .into_iter()
         .map(|status| {
             (
@@ -237,6 +274,18 @@ fn authfort_cleanup_target_status() -> TableIterator<
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// For `authfort_cleanup_run()`, before its first batch: refuses with 2D000
+/// where the procedure could not COMMIT (a transaction block, or a call from
+/// inside a function), and with 42501 and the GRANTs where the role lacks a
+/// privilege some batch or the run log would need. So the run deletes nothing
+/// it could not finish and log.
+#[pg_extern(volatile, parallel_unsafe, security_invoker)]
+#[search_path(pg_catalog, pg_temp)]
+fn authfort_cleanup_prepare_run() {
+    run::require_commit_allowed();
+    bounded(run::require_run_privileges);
 }
 
 /// The overlap guard's advisory lock key for the current schema setting.
@@ -258,7 +307,7 @@ fn authfort_cleanup_record_run(
     error: default!(Option<&str>, "NULL"),
     notes: default!(Option<&str>, "NULL"),
 ) {
-    let status = match RunStatus::parse(required(status, "status")) {
+    let status = match RunStatus::parse(required_or(status, "status", "Pass one of 'ok', 'error', 'skipped'.")) {
         Some(status) => status,
         None => error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -266,10 +315,31 @@ fn authfort_cleanup_record_run(
             "Pass one of 'ok', 'error', 'skipped'.",
         ),
     };
-    let counts = Counts {
-        keys: required(keys, "keys"),
-        tokens: required(tokens, "tokens"),
-        sessions: required(sessions, "sessions"),
+    let count = |value: Option<i64>, argument: &str| {
+        let value = required_or(value, argument, &format!("Pass the number of {argument} the run deleted, 0 or more."));
+        if value < 0 {
+            error::raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("{argument} must not be negative, not {value}"),
+                format!("Pass the number of {argument} the run deleted, 0 or more."),
+            );
+        }
+        value
     };
-    run_log::record(required(started_at, "started_at"), &counts, status, error, notes);
+    let counts = Counts {
+        keys: count(keys, "keys"),
+        tokens: count(tokens, "tokens"),
+        sessions: count(sessions, "sessions"),
+    };
+    if status == RunStatus::Skipped && counts != Counts::default() {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "a skipped run deleted nothing: keys, tokens and sessions must be 0",
+            "Pass status 'ok' or 'error' for a run that deleted rows.",
+        );
+    }
+    let started_at = required_or(started_at, "started_at", "Pass the clock_timestamp() taken when the run began.");
+    run_log::require_past(started_at);
+    engine::refuse_read_only("write the run log", "Record the run in a read-write transaction on the primary.");
+    run_log::record(started_at, &counts, status, error, notes);
 }

@@ -30,6 +30,7 @@ pub fn findings() -> Vec<Finding> {
     let mut findings = Vec::new();
     for target in targets::ALL {
         let table = engine::resolve(target);
+        engine::require_privileges(&table, engine::READING_PRIVILEGES);
         findings.extend(time_index_findings(&table));
         if let Some(missing) = indexes::missing_self_reference_index(&table) {
             findings.push(Finding {

@@ -25,7 +25,7 @@ use crate::targets::Target;
 mod property_test;
 mod walk;
 
-pub use walk::{clean_batch, invalid_position, Position};
+pub use walk::{clean_batch, invalid_position, Position, Tid};
 
 /// How a call narrows AuthFort's rule. `Options::default()` is AuthFort's rule
 /// exactly.
@@ -55,15 +55,24 @@ pub struct Table {
     pub qualified_name: String,
 }
 
-/// The part of a table one statement looks at.
-enum Scope {
-    Everything,
-    /// Heap blocks `[first, end)`: a TID range scan, so a batch costs the same
-    /// however large the table is.
-    Blocks {
-        first: i64,
-        end: i64,
-    },
+impl Table {
+    /// What a statement reads or deletes from: the table alone, never a
+    /// child, because a ctid names a row only within one relation.
+    pub fn only(&self) -> String {
+        format!("ONLY {}", self.qualified_name)
+    }
+}
+
+/// The target's table when it exists in the schema setting, unchecked.
+pub fn try_resolve(target: &'static Target) -> Option<Table> {
+    let schema = settings::authfort_schema();
+    let (oid, qualified_name) = query::two::<pg_sys::Oid, String>(
+        "SELECT c.oid, format('%I.%I', $1::text, $2::text) FROM (VALUES (1)) AS one
+           LEFT JOIN pg_namespace n ON n.nspname = $1
+           LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind = 'r'",
+        &[schema.as_str().into(), target.table.into()],
+    );
+    Some(Table { target, oid: oid?, qualified_name: qualified_name.unwrap_or_default() })
 }
 
 pub fn resolve(target: &'static Target) -> Table {
@@ -119,7 +128,32 @@ pub fn resolve(target: &'static Target) -> Table {
     for (column, actual_type) in target.columns.iter().zip(column_types) {
         check_column(&qualified_name, column.name, column.sql_type, actual_type);
     }
+    refuse_inheritance_children(&qualified_name, oid);
     Table { target, oid, qualified_name }
+}
+
+/// A table with inheritance children is refused: AuthFort's own DELETE
+/// would reach into the children too, so cleaning the parent alone would not
+/// be AuthFort's cleanup, and cleaning the hierarchy would need every child
+/// to follow AuthFort's schema. Every statement also reads `ONLY` the table,
+/// so a child attached meanwhile is never touched.
+fn refuse_inheritance_children(qualified_name: &str, oid: pg_sys::Oid) {
+    let children = query::one::<String>(
+        "SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text)
+           FROM pg_inherits WHERE inhparent = $1",
+        &[oid.into()],
+    );
+    if let Some(children) = children {
+        error::raise_with_detail(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("{qualified_name} has inheritance children, which authfort_cleanup does not clean"),
+            format!("Its children: {children}."),
+            format!(
+                "Detach them (ALTER TABLE <child> NO INHERIT {qualified_name};) and clean them with a \
+                 DELETE of your own; authfort_cleanup then cleans {qualified_name} itself."
+            ),
+        );
+    }
 }
 
 fn check_column(qualified_name: &str, column: &str, expected_type: &str, actual_type: Option<String>) {
@@ -138,23 +172,28 @@ fn check_column(qualified_name: &str, column: &str, expected_type: &str, actual_
     }
 }
 
-/// Refuses, before anything is locked or written, to delete on a standby or
-/// in a read-only transaction. `what` names what would have been deleted.
-pub fn refuse_read_only(what: &str) {
+/// The read-only HINT of a call that could count instead of deleting.
+pub const DRY_RUN_HINT: &str = "Run the cleanup in a read-write transaction, or pass dry_run => true to only count.";
+
+/// Refuses, before anything is locked or written, to write on a standby or in
+/// a read-only transaction. `action` says what would have been written
+/// ("delete from public.authfort_refresh_tokens"); `read_only_hint` what to
+/// do in a read-only transaction.
+pub fn refuse_read_only(action: &str, read_only_hint: &str) {
     let (in_recovery, read_only) =
         query::two::<bool, bool>("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean", &[]);
     if in_recovery == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot delete from {what} on a standby server"),
+            format!("cannot {action} on a standby server"),
             "Run authfort_cleanup on the primary; the standby receives its deletions through replication.",
         );
     }
     if read_only == Some(true) {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot delete from {what} in a read-only transaction"),
-            "Run the cleanup in a read-write transaction, or pass dry_run => true to only count.",
+            format!("cannot {action} in a read-only transaction"),
+            read_only_hint,
         );
     }
 }
@@ -162,39 +201,74 @@ pub fn refuse_read_only(what: &str) {
 /// Refuses before anything is locked or deleted: on a standby, in a read-only
 /// transaction, or without the privileges the statement needs.
 fn require_writable(table: &Table) {
-    refuse_read_only(&table.qualified_name);
-    let missing = query::one::<String>(
-        "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
-           FROM unnest(ARRAY['SELECT', 'UPDATE', 'DELETE']) WITH ORDINALITY AS p(privilege, ordinality)
-          WHERE NOT has_table_privilege($1, privilege)",
-        &[table.oid.into()],
-    );
-    if let Some(missing) = missing {
-        let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
-        error::raise_with_detail(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied for table {}", table.qualified_name),
-            format!(
-                "Cleanup needs SELECT, UPDATE and DELETE on it; {role} lacks {missing}. \
-                     UPDATE is what lets it skip rows the application holds locked."
-            ),
-            format!("GRANT SELECT, UPDATE, DELETE ON TABLE {} TO {role};", table.qualified_name),
-        );
-    }
+    refuse_read_only(&format!("delete from {}", table.qualified_name), DRY_RUN_HINT);
+    require_privileges(table, DELETING_PRIVILEGES);
 }
 
-/// `now() - grace`, after checking that grace is sensible.
-fn cutoff(grace: Interval) -> TimestampWithTimeZone {
-    let cutoff = query::one::<TimestampWithTimeZone>(
-        "SELECT CASE WHEN $1 BETWEEN interval '0' AND interval '100 years' THEN now() - $1 END",
+/// What deleting needs. UPDATE is what lets cleanup skip rows the
+/// application holds locked (`FOR UPDATE SKIP LOCKED`).
+pub const DELETING_PRIVILEGES: &[&str] = &["SELECT", "UPDATE", "DELETE"];
+
+/// Counting and previewing only read.
+pub const READING_PRIVILEGES: &[&str] = &["SELECT"];
+
+/// The privileges among `privileges` the current role lacks on `table`,
+/// comma-separated, or None.
+pub fn missing_privileges(table: &Table, privileges: &[&str]) -> Option<String> {
+    query::one::<String>(
+        "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
+           FROM unnest($2::text[]) WITH ORDINALITY AS p(privilege, ordinality)
+          WHERE NOT has_table_privilege($1, privilege)",
+        &[table.oid.into(), privileges.to_vec().into()],
+    )
+}
+
+/// Raises 42501 with the GRANT that fixes it, before PostgreSQL would raise
+/// its own error with no HINT halfway through.
+pub fn require_privileges(table: &Table, privileges: &[&str]) {
+    let Some(missing) = missing_privileges(table, privileges) else {
+        return;
+    };
+    let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
+    let needed = privileges.join(", ");
+    let why = if privileges == DELETING_PRIVILEGES {
+        " UPDATE is what lets it skip rows the application holds locked."
+    } else {
+        ""
+    };
+    error::raise_with_detail(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("permission denied for table {}", table.qualified_name),
+        format!("This needs {needed} on it; {role} lacks {missing}.{why}"),
+        format!("GRANT {needed} ON TABLE {} TO {role};", table.qualified_name),
+    );
+}
+
+/// `now() - grace`, checked as the timestamp it is, not as the interval it
+/// came from: interval comparison counts a month as 30 days, while
+/// `now() - grace` uses calendar months, so `'-1 mon 30 days'` compares as
+/// zero yet puts the cutoff a day in the future. A cutoff after now() would
+/// delete live rows.
+pub fn cutoff(grace: Interval) -> TimestampWithTimeZone {
+    let (cutoff, error_text) = query::two::<TimestampWithTimeZone, String>(
+        // The outer bounds only keep `now() - grace` from overflowing; the
+        // cutoff itself decides.
+        "WITH computed AS (
+            SELECT CASE WHEN $1 BETWEEN interval '-1000 years' AND interval '1000 years' THEN now() - $1 END AS cutoff)
+         SELECT CASE WHEN cutoff <= now() AND cutoff >= now() - interval '100 years' THEN cutoff END,
+                CASE WHEN cutoff > now() THEN 'It puts the cutoff, now() - grace, after now()'
+                     ELSE 'It puts the cutoff, now() - grace, more than 100 years back' END
+           FROM computed",
         &[grace.into()],
     );
     match cutoff {
         Some(cutoff) => cutoff,
-        None => error::raise(
+        None => error::raise_with_detail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "grace must be between 0 and 100 years",
-            "grace keeps rows that expired less than this long ago, for example grace => '7 days'.",
+            format!("{}.", error_text.unwrap_or_default()),
+            "grace keeps rows that expired less than this long ago, for example grace => '7 days'; \
+             give it in one unit, without negative parts.",
         ),
     }
 }
@@ -214,43 +288,24 @@ fn rule_sql(target: &Target, options: &Options) -> String {
     rule
 }
 
-/// `rule`, narrowed to the scope. Returns the SQL and its arguments after
-/// `$1`.
-fn filter_sql(rule: &str, scope: &Scope) -> (String, Vec<String>) {
-    match scope {
-        Scope::Everything => (rule.to_owned(), Vec::new()),
-        Scope::Blocks { first, end } => (
-            format!("{rule} AND ctid >= $2::text::tid AND ctid < $3::text::tid"),
-            vec![format!("({first},0)"), format!("({end},0)")],
-        ),
-    }
-}
-
-/// The rows a statement takes: those `filter` passes, and for `max_rows` the
-/// oldest first.
-fn selection_sql(table: &Table, filter: &str, options: &Options, scope: &Scope, limit: Option<i64>) -> String {
-    let mut sql = format!("SELECT ctid FROM {} WHERE {filter}", table.qualified_name);
-    // max_rows takes the oldest first. A batch's limit only caps its size (its
-    // blocks are walked again if it was reached), and a count is the same in
-    // any order: neither sorts.
-    if limit.is_some() && matches!(scope, Scope::Everything) && !options.dry_run {
-        sql.push_str(&format!(" ORDER BY {}", table.target.time_column));
-    }
-    if let Some(limit) = limit {
-        sql.push_str(&format!(" LIMIT {limit}"));
+/// The rows a one-shot statement takes: those the rule selects, and for
+/// `max_rows` the oldest first.
+fn selection_sql(table: &Table, rule: &str, options: &Options) -> String {
+    let mut sql = format!("SELECT ctid FROM {} WHERE {rule}", table.only());
+    // A count is the same in any order: only a deleting max_rows sorts.
+    if let (Some(limit), false) = (options.max_rows, options.dry_run) {
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", table.target.time_column));
     }
     sql
 }
 
-/// Deletes (or, in a dry run, counts) what `options` selects within `scope`.
-/// Callers that delete have checked `require_writable` first.
-fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i64 {
+/// Deletes (or, in a dry run, counts) what `options` selects, in one
+/// statement. Callers that delete have checked `require_writable` first.
+fn run(table: &Table, options: &Options) -> i64 {
     let cutoff = cutoff(options.grace);
     let rule = rule_sql(table.target, options);
-    let (filter, arguments) = filter_sql(&rule, scope);
-    let selection = selection_sql(table, &filter, options, scope, limit);
-    let mut parameters: Vec<DatumWithOid> = vec![cutoff.into()];
-    parameters.extend(arguments.iter().map(|argument| DatumWithOid::from(argument.as_str())));
+    let selection = selection_sql(table, &rule, options);
+    let parameters: Vec<DatumWithOid> = vec![cutoff.into()];
     if options.dry_run {
         let count = query::one::<i64>(&format!("SELECT count(*) FROM ({selection}) AS deletable"), &parameters);
         return count.unwrap_or(0);
@@ -258,15 +313,15 @@ fn run(table: &Table, options: &Options, scope: &Scope, limit: Option<i64>) -> i
     if !take_deleter_lock(table) {
         return 0;
     }
-    let table_name = &table.qualified_name;
-    let plain = match limit {
-        None => format!("DELETE FROM {table_name} WHERE {filter}"),
+    let only = table.only();
+    let plain = match options.max_rows {
+        None => format!("DELETE FROM {only} WHERE {rule}"),
         // The rule again: a row updated since it was picked is deleted only
         // if its new version still matches, as in a plain DELETE.
-        Some(_) => format!("DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection})) AND {rule}"),
+        Some(_) => format!("DELETE FROM {only} WHERE ctid = ANY (ARRAY({selection})) AND {rule}"),
     };
     let skipping_locked =
-        format!("DELETE FROM {table_name} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED))");
+        format!("DELETE FROM {only} WHERE ctid = ANY (ARRAY({selection} FOR UPDATE SKIP LOCKED)) AND {rule}");
     let delete = |statement: &str| {
         error::spi(Spi::connect_mut(|client| {
             client.update(statement, None, &parameters).map(|deleted| deleted.len() as i64)
@@ -284,63 +339,103 @@ fn skipping_held_rows<T>(plain: impl FnOnce() -> T, skipping_locked: impl FnOnce
     lock_waits::bounded(|| lock_waits::forbidden(plain).unwrap_or_else(skipping_locked))
 }
 
-/// What one statement over an arm did.
-struct ArmBatch {
+/// What one batch statement did.
+struct Picked {
     deleted: i64,
-    /// Rows it picked: fewer than its limit means the arm is walked to its end.
+    /// Rows it picked, deleted or not: fewer than its limit means its range
+    /// is walked to the end.
     picked: i64,
-    /// The latest expiry among the rows it picked: where the next one starts.
-    last: Option<TimestampWithTimeZone>,
+    /// The last row it picked, in the walk's order: the next batch starts
+    /// after it, so a row that survived its DELETE (a trigger that returned
+    /// NULL, a rule, row security) is never picked again.
+    last_expiry: Option<TimestampWithTimeZone>,
+    last_ctid: Option<Tid>,
+}
+
+/// Picks at most `limit` rows with `pick`, then deletes those that the rule
+/// still selects. `pick` orders by `order` and lists `ctid` and `expiry`.
+/// The plain form rechecks the rule against each row's newest version; the
+/// `SKIP LOCKED` form locks first and rechecks it just the same.
+fn delete_picked(table: &Table, rule: &str, pick: &str, order: &str, parameters: &[DatumWithOid]) -> Picked {
+    let only = table.only();
+    let statement = |lock: &str| {
+        format!(
+            "WITH picked AS MATERIALIZED ({pick}{lock}),
+             deleted AS (
+                 DELETE FROM {only} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {rule} RETURNING 1),
+             last AS (SELECT expiry, ctid FROM picked ORDER BY {order} DESC LIMIT 1)
+             SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM picked),
+                    (SELECT expiry FROM last), (SELECT ctid::text FROM last)"
+        )
+    };
+    let (plain, skipping_locked) = (statement(""), statement(" FOR UPDATE SKIP LOCKED"));
+    let execute = |sql: &str| {
+        let (deleted, picked, last_expiry, last_ctid) = error::spi(Spi::connect_mut(|client| {
+            let row = client.update(sql, Some(1), parameters)?.first();
+            Ok::<_, pgrx::spi::SpiError>((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i64>(2)?.unwrap_or(0),
+                row.get::<TimestampWithTimeZone>(3)?,
+                row.get::<String>(4)?,
+            ))
+        }));
+        Picked { deleted, picked, last_expiry, last_ctid: last_ctid.as_deref().and_then(Tid::parse) }
+    };
+    skipping_held_rows(|| execute(&plain), || execute(&skipping_locked))
 }
 
 /// Deletes at most `limit` rows of one arm of the rule, oldest first, from
-/// the rows whose time column is at or after `from`, through the arm's index.
-/// Callers have checked `require_writable` first.
+/// the rows after (`from`, `after`) in (time column, ctid) order, through the
+/// arm's index. Callers have checked `require_writable` first.
 ///
-/// Starting at `from` itself, not after it, keeps rows that share the last
-/// batch's expiry: the only rows read twice are the ones at that one instant
-/// already deleted, whose index entries the first read marked dead.
-fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZone, limit: i64) -> ArmBatch {
-    let nothing = ArmBatch { deleted: 0, picked: 0, last: None };
+/// Rows that share the last batch's expiry are neither skipped nor read
+/// twice: ctid breaks the tie.
+fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZone, after: Tid, limit: i64) -> Picked {
     if !take_deleter_lock(table) {
-        return nothing;
+        return Picked { deleted: 0, picked: 0, last_expiry: None, last_ctid: None };
     }
     let target = table.target;
-    let (table_name, time) = (&table.qualified_name, target.time_column);
+    let time = target.time_column;
     let rule = rule_sql(target, options);
     let mut arm_filter = match (arm, target.revoked_column) {
-        (Arm::Revoked, Some(revoked)) => format!("{revoked} AND {time} >= $2"),
-        _ => format!("{time} >= $2 AND {time} < $1"),
+        (Arm::Revoked, Some(revoked)) => format!("{revoked}"),
+        _ => format!("{time} < $1"),
     };
     if let Some(protected) = target.protected_column {
         arm_filter.push_str(&format!(" AND NOT {protected}"));
     }
-    let statement = |lock: &str, recheck: &str| {
-        format!(
-            "WITH picked AS MATERIALIZED (
-                 SELECT ctid, {time} AS expiry FROM {table_name} WHERE {arm_filter}
-                  ORDER BY {time} LIMIT {limit}{lock}),
-             deleted AS (
-                 DELETE FROM {table_name} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)){recheck} RETURNING 1)
-             SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM picked), (SELECT max(expiry) FROM picked)"
-        )
-    };
-    // As in `run`: the plain form rechecks the rule against a row's newest
-    // version; FOR UPDATE rechecks the arm's own condition by itself.
-    let plain = statement("", &format!(" AND {rule}"));
-    let skipping_locked = statement(" FOR UPDATE SKIP LOCKED", "");
-    let parameters: Vec<DatumWithOid> = vec![cutoff(options.grace).into(), from.into()];
-    let execute = |sql: &str| {
-        error::spi(Spi::connect_mut(|client| {
-            let row = client.update(sql, Some(1), &parameters)?.first();
-            Ok::<_, pgrx::spi::SpiError>(ArmBatch {
-                deleted: row.get::<i64>(1)?.unwrap_or(0),
-                picked: row.get::<i64>(2)?.unwrap_or(0),
-                last: row.get::<TimestampWithTimeZone>(3)?,
-            })
-        }))
-    };
-    skipping_held_rows(|| execute(&plain), || execute(&skipping_locked))
+    let pick = format!(
+        "SELECT ctid, {time} AS expiry FROM {} WHERE {arm_filter}
+            AND {time} >= $2 AND ({time} > $2 OR ctid > $3::text::tid)
+          ORDER BY {time}, ctid LIMIT {limit}",
+        table.only()
+    );
+    let parameters: Vec<DatumWithOid> =
+        vec![cutoff(options.grace).into(), from.into(), DatumWithOid::from(after.to_string().as_str())];
+    delete_picked(table, &rule, &pick, "expiry, ctid", &parameters)
+}
+
+/// Deletes at most `limit` rows the rule selects among those at or after
+/// ctid `from` and before block `end`, in ctid order: a TID range scan, so a
+/// batch costs the same however large the table is.
+fn run_blocks(table: &Table, options: &Options, from: Tid, end: u32, limit: i64) -> Picked {
+    if !take_deleter_lock(table) {
+        return Picked { deleted: 0, picked: 0, last_expiry: None, last_ctid: None };
+    }
+    let rule = rule_sql(table.target, options);
+    let pick = format!(
+        "SELECT ctid, {time} AS expiry FROM {only} WHERE {rule}
+            AND ctid >= $2::text::tid AND ctid < $3::text::tid ORDER BY ctid LIMIT {limit}",
+        time = table.target.time_column,
+        only = table.only()
+    );
+    let end = Tid { block: end, offset: 0 }.to_string();
+    let parameters: Vec<DatumWithOid> = vec![
+        cutoff(options.grace).into(),
+        DatumWithOid::from(from.to_string().as_str()),
+        DatumWithOid::from(end.as_str()),
+    ];
+    delete_picked(table, &rule, &pick, "ctid", &parameters)
 }
 
 /// Two statements deleting from a self-referencing table can deadlock inside
@@ -373,7 +468,9 @@ fn take_deleter_lock(table: &Table) -> bool {
 /// oldest rows first: through the time indexes, arm by arm, reading only the
 /// rows it deletes; without them, by sorting every deletable row.
 pub fn clean(table: &Table, options: &Options) -> i64 {
-    if !options.dry_run {
+    if options.dry_run {
+        require_privileges(table, READING_PRIVILEGES);
+    } else {
         require_writable(table);
         guard_quadratic(table, GuardMode::Raise);
     }
@@ -384,11 +481,12 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
                 if deleted >= max_rows {
                     break;
                 }
-                deleted += run_arm(table, options, arm, arm_start(options, arm), max_rows - deleted).deleted;
+                deleted += run_arm(table, options, arm, arm_start(options, arm), Tid::BEFORE_ALL, max_rows - deleted)
+                    .deleted;
             }
             deleted
         }
-        _ => run(table, options, &Scope::Everything, options.max_rows),
+        _ => run(table, options),
     }
 }
 
@@ -409,7 +507,7 @@ pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWit
         &format!(
             "SELECT min({time}) FROM {table} WHERE {rule}",
             time = table.target.time_column,
-            table = table.qualified_name,
+            table = table.only(),
             rule = rule_sql(table.target, options)
         ),
         &[cutoff.into()],
@@ -420,23 +518,27 @@ pub fn oldest_deletable(table: &Table, options: &Options) -> Option<TimestampWit
 pub struct Census {
     pub rows: i64,
     pub deletable: i64,
-    /// How long ago the oldest expired row expired.
+    /// How long ago the oldest expired row with a finite expiry expired.
     pub oldest_expired_age: Option<Interval>,
     /// With indexes and TOAST.
     pub bytes: i64,
 }
 
 pub fn census(table: &Table) -> Census {
+    require_privileges(table, READING_PRIVILEGES);
     let rule = rule_sql(table.target, &Options::default());
     let time = table.target.time_column;
     let counts = error::spi(Spi::connect(|client| {
         let row = client
             .select(
                 &format!(
+                    // An expiry of -infinity is expired, but has no age to
+                    // subtract: the age is that of the oldest finite one.
                     "SELECT count(*), count(*) FILTER (WHERE {rule}),
-                            now() - min({time}) FILTER (WHERE {time} < now()), pg_total_relation_size($2)
+                            now() - min({time}) FILTER (WHERE {time} < now() AND isfinite({time})),
+                            pg_total_relation_size($2)
                        FROM {}",
-                    table.qualified_name
+                    table.only()
                 ),
                 Some(1),
                 &[cutoff(Interval::from_micros(0)).into(), table.oid.into()],
@@ -457,7 +559,7 @@ pub fn census(table: &Table) -> Census {
 /// most that many rows however large the table is.
 fn rows_up_to(table: &Table, ceiling: i64) -> i64 {
     query::one::<i64>(
-        &format!("SELECT count(*) FROM (SELECT FROM {} LIMIT $1) AS sample", table.qualified_name),
+        &format!("SELECT count(*) FROM (SELECT FROM {} LIMIT $1) AS sample", table.only()),
         &[ceiling.into()],
     )
     .unwrap_or(0)

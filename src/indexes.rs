@@ -9,6 +9,7 @@
 //!   `WHERE revoked`. With them a run reads the rows it deletes instead of
 //!   the whole table. Opt-in: each is one more index write per refresh.
 
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::engine::{Options, Table};
@@ -117,22 +118,54 @@ pub fn missing_time_indexes(table: &Table, options: &Options) -> Vec<(Arm, Index
 }
 
 /// The index on the self-reference, if the target has one and it is missing.
+///
+/// Only an index that PostgreSQL's ON DELETE SET NULL lookup
+/// (`WHERE replaced_by = $1`) can search counts: a valid, non-partial btree
+/// or hash index whose first column is the reference. A BRIN index, or one
+/// where the column comes second, leaves each deleted row a scan of the
+/// table.
 pub fn missing_self_reference_index(table: &Table) -> Option<IndexSpec> {
     let column = table.target.self_reference?;
     let indexed = query::one::<bool>(
         "SELECT EXISTS (
-            SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-             WHERE i.indrelid = $1 AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL)",
+            SELECT FROM pg_index i
+              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              JOIN pg_class index_class ON index_class.oid = i.indexrelid
+              JOIN pg_am am ON am.oid = index_class.relam
+             WHERE i.indrelid = $1 AND a.attname = $2 AND am.amname IN ('btree', 'hash')
+               AND i.indisvalid AND i.indisready AND i.indpred IS NULL)",
         &[table.oid.into(), column.into()],
     )
     .unwrap_or(false);
     (!indexed).then(|| IndexSpec::new(table, column, None))
 }
 
+/// Only a table's owner (or a member of its owning role) can index it:
+/// refuses with the statement for the owner to run, before PostgreSQL's
+/// "must be owner", which has no HINT.
+pub fn require_owner(table: &Table) {
+    let (owns, owner) = query::two::<bool, String>(
+        "SELECT pg_has_role(current_user, relowner, 'USAGE'), quote_ident(pg_get_userbyid(relowner))
+           FROM pg_class WHERE oid = $1",
+        &[table.oid.into()],
+    );
+    if owns != Some(true) {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be owner of table {} to create its indexes", table.qualified_name),
+            format!(
+                "Run authfort_cleanup_create_indexes() as {}, the table's owner (or a member of that role).",
+                owner.unwrap_or_default()
+            ),
+        );
+    }
+}
+
 /// Builds an index inside the current transaction. CREATE INDEX holds a
 /// SHARE lock (writes wait) while it builds, so the wait for that lock is
 /// bounded like every other lock cleanup takes.
-pub fn create(index: &IndexSpec) {
+pub fn create(table: &Table, index: &IndexSpec) {
+    require_owner(table);
     notice!("authfort_cleanup: {}", index.in_transaction);
     lock_waits::bounded(|| error::spi(Spi::run(&index.in_transaction)));
 }

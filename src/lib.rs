@@ -42,6 +42,7 @@ extension_sql_file!(
         api::authfort_cleanup_batch,
         api::authfort_cleanup_blocking_index,
         api::authfort_cleanup_lock_key,
+        api::authfort_cleanup_prepare_run,
         api::authfort_cleanup_record_run
     ]
 );
@@ -61,6 +62,7 @@ extension_sql_file!(
         api::authfort_cleanup_batch,
         api::authfort_cleanup_blocking_index,
         api::authfort_cleanup_lock_key,
+        api::authfort_cleanup_prepare_run,
         api::authfort_cleanup_record_run,
         api::authfort_cleanup_target_status
     ]

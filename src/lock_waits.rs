@@ -9,8 +9,10 @@
 use std::panic::AssertUnwindSafe;
 
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::error;
 use crate::query;
 use crate::settings;
 
@@ -18,7 +20,8 @@ use crate::settings;
 const GIVE_UP_AT_ONCE_MS: i32 = 1;
 
 /// Runs `work` under `authfort_cleanup.lock_timeout`, unless the caller
-/// already waits less, then puts the caller's lock_timeout back.
+/// already waits less, then puts the caller's lock_timeout back. A wait that
+/// runs out raises 55P03 with what to do about it.
 pub fn bounded<T>(work: impl FnOnce() -> T) -> T {
     let ours = settings::lock_timeout_ms();
     let callers = callers_lock_timeout_ms();
@@ -26,7 +29,18 @@ pub fn bounded<T>(work: impl FnOnce() -> T) -> T {
         return work();
     }
     set_lock_timeout_ms(ours);
-    let result = work();
+    let result = PgTryBuilder::new(AssertUnwindSafe(work))
+        .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |caught| match caught {
+            CaughtError::PostgresError(report) => error::raise_with_detail(
+                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                format!("authfort_cleanup: gave up waiting for a lock after authfort_cleanup.lock_timeout ({ours} ms)"),
+                format!("PostgreSQL said: {}. Nothing was deleted by this statement.", report.message()),
+                "Another session holds a conflicting lock on one of AuthFort's tables (see pg_locks); \
+                 run again once it is released, or raise authfort_cleanup.lock_timeout.",
+            ),
+            other => other.rethrow(),
+        })
+        .execute();
     set_lock_timeout_ms(callers);
     result
 }

@@ -87,6 +87,44 @@ fn log_table() -> String {
     }
 }
 
+/// Refuses a start that is infinite or in the future: the log's duration,
+/// and the NOTIFY's duration_ms, would be meaningless or negative.
+pub fn require_past(started_at: TimestampWithTimeZone) {
+    let sensible =
+        query::one::<bool>("SELECT isfinite($1) AND $1 <= clock_timestamp()", &[started_at.into()]).unwrap_or(false);
+    if !sensible {
+        error::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "started_at must be a finite time no later than now",
+            "Pass the clock_timestamp() taken when the run began.",
+        );
+    }
+}
+
+/// What writing a log row needs: trimming deletes old rows, and the id comes
+/// from the table's sequence. Returns the GRANTs the current role lacks.
+pub fn missing_grants() -> Vec<String> {
+    let table = log_table();
+    let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
+    let (table_missing, sequence_missing) = query::two::<String, bool>(
+        "SELECT string_agg(privilege, ', ' ORDER BY ordinality),
+                NOT has_sequence_privilege(pg_get_serial_sequence($1, 'id'), 'USAGE')
+           FROM unnest(ARRAY['SELECT', 'INSERT', 'DELETE']) WITH ORDINALITY AS p(privilege, ordinality)
+          WHERE NOT has_table_privilege($1, privilege)",
+        &[table.as_str().into()],
+    );
+    let mut grants = Vec::new();
+    if table_missing.is_some() {
+        grants.push(format!("GRANT SELECT, INSERT, DELETE ON TABLE {table} TO {role};"));
+    }
+    if sequence_missing == Some(true) {
+        let sequence =
+            query::one::<String>("SELECT pg_get_serial_sequence($1, 'id')", &[table.as_str().into()]).unwrap_or_default();
+        grants.push(format!("GRANT USAGE ON SEQUENCE {sequence} TO {role};"));
+    }
+    grants
+}
+
 pub fn record(
     started_at: TimestampWithTimeZone,
     counts: &Counts,

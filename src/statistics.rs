@@ -26,7 +26,9 @@ pub fn estimate(table: &Table, options: &Options) -> Option<Estimate> {
             SELECT s.* FROM pg_class c
               JOIN pg_namespace n ON n.oid = c.relnamespace
               JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname
-             WHERE c.oid = $1),
+             -- The table's own rows: a table that ever had inheritance
+             -- children keeps a second, inherited row per column.
+             WHERE c.oid = $1 AND NOT s.inherited),
          expiry AS (
             SELECT null_frac::float8 AS null_frac,
                    coalesce(histogram_bounds::text::timestamptz[], '{}') AS bounds,

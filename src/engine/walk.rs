@@ -1,47 +1,96 @@
-//! The batched procedure's walk over a table: each batch starts where the
-//! last one stopped, and says where the next one starts. Through the time
-//! indexes a batch reads the next rows by expiry; without them, the next
-//! range of heap blocks. Either way no batch starts over from the beginning,
-//! so a run's cost stays linear in what it reads.
+//! The batched procedure's walk over a table: each batch starts after the
+//! last row the one before it picked, and says where the next one starts.
+//! Through the time indexes a batch reads the next rows by expiry; without
+//! them, the next range of heap blocks. Either way no batch starts over, and
+//! no row is picked twice, so a run's cost stays linear in what it reads and
+//! a row that survives its DELETE cannot stall it.
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
-use super::{arm_start, require_writable, run, run_arm, Options, Scope, Table};
+use super::{arm_start, require_writable, run_arm, run_blocks, Options, Picked, Table};
 use crate::error;
 use crate::indexes::{self, Arm};
 use crate::query;
+
+/// A row's physical address. A ctid names a row only within one relation,
+/// which is why every statement reads `ONLY` the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tid {
+    pub block: u32,
+    pub offset: u16,
+}
+
+impl Tid {
+    /// Before every row: offsets start at 1.
+    pub const BEFORE_ALL: Tid = Tid { block: 0, offset: 0 };
+
+    /// Parses PostgreSQL's text form, `(block,offset)`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (block, offset) = text.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+        Some(Tid { block: block.parse().ok()?, offset: offset.parse().ok()? })
+    }
+
+    /// The first address after this one.
+    fn next(self) -> Self {
+        match self.offset.checked_add(1) {
+            Some(offset) => Tid { offset, ..self },
+            None => Tid { block: self.block.saturating_add(1), offset: 0 },
+        }
+    }
+}
+
+impl std::fmt::Display for Tid {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(formatter, "({},{})", self.block, self.offset)
+    }
+}
 
 /// Where a batched walk over a table stands between two batches. The
 /// procedure passes it from one batch to the next as text, without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
-    /// Heap blocks from this one on: the walk without time indexes, whose
-    /// batches each read a range of blocks.
-    Blocks(i64),
-    /// An arm's rows from this expiry on (PostgreSQL's microseconds since
-    /// 2000-01-01), through its index: batches read what they delete.
-    Arm(Arm, i64),
+    /// Rows at or after this ctid: the walk without time indexes, whose
+    /// batches each read a range of heap blocks.
+    Blocks(Tid),
+    /// An arm's rows after this (expiry, ctid), the expiry in PostgreSQL's
+    /// microseconds since 2000-01-01, through the arm's index: batches read
+    /// what they delete.
+    Arm(Arm, i64, Tid),
 }
 
 impl std::fmt::Display for Position {
     fn fmt(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            Position::Blocks(block) => write!(formatter, "blocks {block}"),
-            Position::Arm(Arm::Expired, from) => write!(formatter, "expired {from}"),
-            Position::Arm(Arm::Revoked, from) => write!(formatter, "revoked {from}"),
+            Position::Blocks(from) => write!(formatter, "blocks {from}"),
+            Position::Arm(Arm::Expired, from, after) => write!(formatter, "expired {from} {after}"),
+            Position::Arm(Arm::Revoked, from, after) => write!(formatter, "revoked {from} {after}"),
         }
     }
 }
 
 impl Position {
+    /// Reads what `Display` wrote. A bare block number or expiry (the form
+    /// 0.3.0 wrote) starts before every row at that block or expiry.
     pub fn parse(text: &str) -> Option<Self> {
-        let (kind, number) = text.split_once(' ')?;
-        let number = number.parse::<i64>().ok()?;
+        let mut parts = text.split(' ');
+        let (kind, number, tid) = (parts.next()?, parts.next()?, parts.next());
+        if parts.next().is_some() {
+            return None;
+        }
+        let tid = match tid {
+            Some(tid) => Some(Tid::parse(tid)?),
+            None => None,
+        };
         match kind {
-            "blocks" if number >= 0 => Some(Position::Blocks(number)),
-            "expired" => Some(Position::Arm(Arm::Expired, number)),
-            "revoked" => Some(Position::Arm(Arm::Revoked, number)),
+            "blocks" => match (number.parse::<u32>(), tid) {
+                (Ok(block), None) => Some(Position::Blocks(Tid { block, offset: 0 })),
+                _ => Tid::parse(number).filter(|_| tid.is_none()).map(Position::Blocks),
+            },
+            "expired" | "revoked" => {
+                let arm = if kind == "expired" { Arm::Expired } else { Arm::Revoked };
+                Some(Position::Arm(arm, number.parse::<i64>().ok()?, tid.unwrap_or(Tid::BEFORE_ALL)))
+            }
             _ => None,
         }
     }
@@ -52,49 +101,68 @@ impl Position {
     /// same rows.
     fn start(table: &Table, options: &Options) -> Self {
         match indexes::arms(table, options).first() {
-            Some(arm) if indexes::rule_indexed(table, options) => Position::Arm(*arm, arm_start(options, *arm).into()),
-            _ => Position::Blocks(0),
+            Some(arm) if indexes::rule_indexed(table, options) => {
+                Position::Arm(*arm, arm_start(options, *arm).into(), Tid::BEFORE_ALL)
+            }
+            _ => Position::Blocks(Tid::BEFORE_ALL),
         }
     }
 }
 
+/// What one batch did, and where the next one starts (None: the table is
+/// walked).
+pub struct Batch {
+    pub deleted: i64,
+    /// Rows the batch picked but did not delete: a trigger, a rule or row
+    /// security kept them, or they changed meanwhile and no longer match.
+    pub kept: i64,
+    pub next: Option<Position>,
+}
+
+impl Batch {
+    fn of(picked: &Picked, next: Option<Position>) -> Self {
+        Batch { deleted: picked.deleted, kept: (picked.picked - picked.deleted).max(0), next }
+    }
+}
+
 /// One batch of the batched procedure: at most `batch_size` rows, from
-/// `position` (None: the start). Returns the rows deleted and where the next
-/// batch starts, or None once the table is walked.
-pub fn clean_batch(
-    table: &Table,
-    options: &Options,
-    position: Option<Position>,
-    batch_size: i64,
-) -> (i64, Option<Position>) {
+/// `position` (None: the start).
+pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>, batch_size: i64) -> Batch {
     require_writable(table);
     match position.unwrap_or_else(|| Position::start(table, options)) {
-        Position::Blocks(first_block) => clean_blocks(table, options, first_block, batch_size),
-        Position::Arm(arm, from) => clean_arm(table, options, arm, from, batch_size),
+        Position::Blocks(from) => clean_blocks(table, options, from, batch_size),
+        position @ Position::Arm(arm, from, after) => {
+            // A position never widens what the options allow: the revoked
+            // arm exists only where revoked rows go before they expire.
+            if !indexes::arms(table, options).contains(&arm) {
+                invalid_position(&position.to_string());
+            }
+            clean_arm(table, options, arm, from, after, batch_size)
+        }
     }
 }
 
 /// A batch through an arm's index. A batch that picked fewer rows than it
 /// could has walked its arm to the end; the next arm, if the rule has one,
 /// starts at this batch's cutoff.
-fn clean_arm(table: &Table, options: &Options, arm: Arm, from: i64, batch_size: i64) -> (i64, Option<Position>) {
-    let from = match TimestampWithTimeZone::try_from(from) {
-        Ok(from) => from,
-        Err(_) => invalid_position(&Position::Arm(arm, from).to_string()),
+fn clean_arm(table: &Table, options: &Options, arm: Arm, from: i64, after: Tid, batch_size: i64) -> Batch {
+    let Ok(from_time) = TimestampWithTimeZone::try_from(from) else {
+        invalid_position(&Position::Arm(arm, from, after).to_string())
     };
-    let batch = run_arm(table, options, arm, from, batch_size);
-    if batch.picked >= batch_size {
-        let last = batch.last.unwrap_or(from);
-        return (batch.deleted, Some(Position::Arm(arm, last.into())));
+    let batch = run_arm(table, options, arm, from_time, after, batch_size);
+    if let (true, Some(last_expiry), Some(last_ctid)) = (batch.picked >= batch_size, batch.last_expiry, batch.last_ctid)
+    {
+        return Batch::of(&batch, Some(Position::Arm(arm, last_expiry.into(), last_ctid)));
     }
     let arms = indexes::arms(table, options);
     let next_arm = arms.iter().skip_while(|each| **each != arm).nth(1);
-    (batch.deleted, next_arm.map(|next| Position::Arm(*next, arm_start(options, *next).into())))
+    Batch::of(&batch, next_arm.map(|next| Position::Arm(*next, arm_start(options, *next).into(), Tid::BEFORE_ALL)))
 }
 
-/// A batch over a range of heap blocks: at most `batch_size` rows from the
-/// blocks starting at `first_block`.
-fn clean_blocks(table: &Table, options: &Options, first_block: i64, batch_size: i64) -> (i64, Option<Position>) {
+/// A batch over a range of heap blocks: at most `batch_size` rows from ctid
+/// `from` on, within as many blocks as should hold `batch_size` rows, and
+/// never past the table's end however large `batch_size` is.
+fn clean_blocks(table: &Table, options: &Options, from: Tid, batch_size: i64) -> Batch {
     let (block_count, rows_per_block) = query::two::<i64, f64>(
         "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
                 CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages ELSE 0 END
@@ -102,25 +170,30 @@ fn clean_blocks(table: &Table, options: &Options, first_block: i64, batch_size: 
         &[table.oid.into()],
     );
     let block_count = block_count.unwrap_or(0);
-    if first_block >= block_count {
-        return (0, None);
+    if i64::from(from.block) >= block_count {
+        return Batch { deleted: 0, kept: 0, next: None };
     }
     // A never-analysed table has no row estimate; AuthFort's rows are a few
     // hundred bytes, so 20 a block errs towards smaller batches.
     let rows_per_block = rows_per_block.filter(|rows| *rows > 0.0).unwrap_or(20.0);
     let span = ((batch_size as f64 / rows_per_block).floor() as i64).max(1);
-    let end = first_block.saturating_add(span);
-    let deleted = run(table, options, &Scope::Blocks { first: first_block, end }, Some(batch_size));
-    // A full batch may have left rows in its blocks: walk them again.
-    let next = if deleted >= batch_size { first_block } else { end };
-    (deleted, (next < block_count).then_some(Position::Blocks(next)))
+    let end = i64::from(from.block).saturating_add(span).min(block_count);
+    // A block number is 32 bits, and end is within the table.
+    let end = u32::try_from(end).unwrap_or(u32::MAX);
+    let batch: Picked = run_blocks(table, options, from, end, batch_size);
+    // A full batch may have left rows in its blocks: go on after its last.
+    let next = match batch.last_ctid {
+        Some(last) if batch.picked >= batch_size => last.next(),
+        _ => Tid { block: end, offset: 0 },
+    };
+    Batch::of(&batch, (i64::from(next.block) < block_count).then_some(Position::Blocks(next)))
 }
 
 /// Raises the error for a position no batch returned.
 pub fn invalid_position(text: &str) -> ! {
     error::raise(
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        format!("\"{text}\" is not a position authfort_cleanup_batch returned"),
-        "Pass NULL to start, then each batch's next_position to the next batch.",
+        format!("\"{text}\" is not a position authfort_cleanup_batch returned for these options"),
+        "Pass NULL to start, then each batch's next_position to the next batch, with the same options.",
     )
 }
