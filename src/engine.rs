@@ -256,7 +256,8 @@ pub fn cutoff(grace: Interval) -> TimestampWithTimeZone {
         "WITH computed AS (
             SELECT CASE WHEN $1 BETWEEN interval '-1000 years' AND interval '1000 years' THEN now() - $1 END AS cutoff)
          SELECT CASE WHEN cutoff <= now() AND cutoff >= now() - interval '100 years' THEN cutoff END,
-                CASE WHEN cutoff > now() THEN 'It puts the cutoff, now() - grace, after now()'
+                CASE WHEN cutoff > now() OR (cutoff IS NULL AND $1 < interval '0')
+                     THEN 'It puts the cutoff, now() - grace, after now()'
                      ELSE 'It puts the cutoff, now() - grace, more than 100 years back' END
            FROM computed",
         &[grace.into()],

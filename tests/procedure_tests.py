@@ -748,6 +748,56 @@ async def test_lock_timeout() -> None:
               await seeder.value("SELECT count(*) FROM authfort_verification_tokens"))
 
 
+# Every entry point that reads or deletes AuthFort's tables, each of which
+# must wait no longer than authfort_cleanup.lock_timeout for its locks: even
+# the ACCESS SHARE of a count, of pg_relation_size or of the guard's sample.
+BOUNDED_CALLS = {
+    "tokens()": "SELECT authfort_cleanup_tokens()",
+    "tokens(dry_run)": "SELECT authfort_cleanup_tokens(dry_run => true)",
+    "sessions() without the replaced_by index": "SELECT authfort_cleanup_sessions()",
+    "all()": "SELECT * FROM authfort_cleanup_all()",
+    "preview()": "SELECT * FROM authfort_cleanup_preview()",
+    "check()": "SELECT * FROM authfort_cleanup_check()",
+    "the status view": "SELECT * FROM authfort_cleanup_status",
+    "batch()": "SELECT * FROM authfort_cleanup_batch('tokens', NULL, 10, '0', false)",
+    "blocking_index()": "SELECT authfort_cleanup_blocking_index('sessions')",
+    "CALL run()": "CALL authfort_cleanup_run()",
+}
+
+
+async def test_every_lock_wait_bounded() -> None:
+    """Every entry point gives up after authfort_cleanup.lock_timeout behind
+    an ACCESS EXCLUSIVE lock, with 55P03 and a HINT, deleting nothing."""
+    db = await fresh_database("proc_lock_waits")
+    async with Clients(db) as clients:
+        seeder = await clients.open()
+        await seed_user(seeder)
+        tokens = await seed_tokens(seeder, expired=50, live=10)
+        await seeder.execute("DROP INDEX IF EXISTS ix_authfort_refresh_tokens_replaced_by")
+        for label, call in BOUNDED_CALLS.items():
+            # The table the call reads first: sessions only for the calls on sessions.
+            locked = "authfort_refresh_tokens" if "sessions" in call else "authfort_verification_tokens"
+            holder = await clients.open()
+            transaction = holder.connection.transaction()
+            await transaction.start()
+            await holder.execute(f"LOCK TABLE {locked} IN ACCESS EXCLUSIVE MODE")
+            # statement_timeout is the safety net: a wait the setting does not
+            # bound ends in 57014 instead of hanging the suite.
+            cleaner = await clients.open(statement_timeout="20s")
+            await cleaner.execute("SET authfort_cleanup.lock_timeout = '200ms'")
+            task = asyncio.create_task(cleaner.execute(call))
+            try:
+                await task
+                state, hint = "ok", None
+            except asyncpg.PostgresError as error:
+                state, hint = error.sqlstate, getattr(error, "hint", None)
+            check(f"lock waits: {label} gives up with 55P03", "55P03", state)
+            check(f"lock waits: {label} says what to do", True, bool(hint) and "lock_timeout" in hint)
+            await transaction.rollback()
+        check("lock waits: nothing was deleted", tokens.deletable + tokens.live,
+              await seeder.value("SELECT count(*) FROM authfort_verification_tokens"))
+
+
 # ---------------------------------------------------------------- 8. statement_timeout
 
 
@@ -859,7 +909,7 @@ WALKING_TESTS = [
     test_statement_timeout,
 ]
 # The rest look at locks and the missing replaced_by index: one round.
-OTHER_TESTS = [test_lock_timeout, test_quadratic_guard]
+OTHER_TESTS = [test_lock_timeout, test_every_lock_wait_bounded, test_quadratic_guard]
 
 
 async def main() -> int:

@@ -191,10 +191,10 @@ mod tests {
             Mode::Batches(size) => {
                 let (mut deleted, mut position) = (0, None);
                 loop {
-                    let (batch, next) = clean_batch(&table, &options, position, size);
-                    assert!(batch <= size, "a batch deleted {batch} rows, more than its size {size}");
-                    deleted += batch;
-                    let Some(next) = next else { break };
+                    let batch = clean_batch(&table, &options, position, size);
+                    assert!(batch.deleted <= size, "a batch deleted {} rows, more than its size {size}", batch.deleted);
+                    deleted += batch.deleted;
+                    let Some(next) = batch.next else { break };
                     // Through the time indexes exactly when they exist.
                     assert_eq!(matches!(next, Position::Arm(..)), case.time_indexes, "walked {next} instead");
                     position = Some(next);
@@ -246,6 +246,64 @@ mod tests {
             let outcome = runner.run(&case(), |case| check(target, &case));
             if let Err(failure) = outcome {
                 panic!("{} disagrees with the oracle: {failure}", target.name);
+            }
+        }
+    }
+
+    /// Intervals with months, days and microseconds of mixed signs: the
+    /// kind whose interval comparison (a month as 30 days) and whose
+    /// `now() - grace` (calendar months, 28 to 31 days) disagree. Half of
+    /// them have days that nearly cancel their months, which puts the cutoff
+    /// within days of now(), among the rows' expiries.
+    fn mixed_interval() -> impl Strategy<Value = String> {
+        let anywhere = (-1300i64..1300, -40_000i64..40_000, -1_000_000_000_000i64..1_000_000_000_000);
+        let near_now = (-24i64..24, -3i64..4, -200_000_000_000i64..200_000_000_000)
+            .prop_map(|(months, days_off, micros)| (months, -30 * months + days_off, micros));
+        prop_oneof![anywhere, near_now]
+            .prop_map(|(months, days, micros)| format!("{months} mons {days} days {micros} microseconds"))
+    }
+
+    /// No grace, however it mixes signs, makes a call delete a row that
+    /// AuthFort's rule with no grace keeps: such a grace is refused (22023)
+    /// and nothing is deleted, or the call deletes a subset of the oracle's.
+    fn check_grace(target: &'static Target, case: &Case, grace: &str, through_batch: bool) -> Result<(), TestCaseError> {
+        load(target, case);
+        let at_zero_grace = Case { grace_seconds: 0, keep_revoked_until_expired: false, ..case.clone() };
+        let allowed: Vec<String> = (0..case.rows.len())
+            .filter(|position| oracle_deletes(target, &case.rows[*position], &at_zero_grace))
+            .map(id)
+            .collect();
+        let call = match (through_batch, target.name) {
+            (true, name) => format!("PERFORM * FROM authfort_cleanup_batch('{name}', NULL, 5, '{grace}', false)"),
+            (false, name) => format!("PERFORM authfort_cleanup_{name}(grace => '{grace}')"),
+        };
+        Spi::run(&format!(
+            "DO $$ BEGIN {call}; EXCEPTION WHEN invalid_parameter_value THEN RAISE NOTICE 'refused'; END $$"
+        ))
+        .expect("call the cleanup");
+        let surviving: Vec<String> = survivors(target).into_iter().map(|(id, _)| id).collect();
+        for position in 0..case.rows.len() {
+            let row_id = id(position);
+            prop_assert!(
+                surviving.contains(&row_id) || allowed.contains(&row_id),
+                "grace '{}' deleted row {:?}, which AuthFort keeps",
+                grace,
+                case.rows[position]
+            );
+        }
+        Ok(())
+    }
+
+    #[pg_test]
+    fn no_grace_deletes_what_authfort_keeps() {
+        create_tables();
+        let mut runner = TestRunner::new(Config { cases: 60, failure_persistence: None, ..Config::default() });
+        for target in [&TOKENS, &SESSIONS, &KEYS] {
+            let outcome = runner.run(&(case(), mixed_interval(), any::<bool>()), |(case, grace, through_batch)| {
+                check_grace(target, &case, &grace, through_batch)
+            });
+            if let Err(failure) = outcome {
+                panic!("{}: {failure}", target.name);
             }
         }
     }

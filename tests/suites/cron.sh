@@ -281,6 +281,32 @@ failure=$(error_output "$db" "SELECT authfort_cleanup_schedule('not a schedule')
 check "an invalid cron expression fails with 22023" 22023 "$(sqlstate_in "$failure")"
 check "an invalid cron expression leaves no job" 0 "$(job_count)"
 
+# Rescheduling a job under the same name with another database moves it:
+# cron.schedule_in_database alone would keep the job's old database. The
+# schedule is 03:00, so neither job runs during the suite.
+job_where() {
+    sql "$db" "SELECT jobid || '|' || database || '|' || schedule FROM cron.job WHERE jobname = 'authfort_cleanup_moved'"
+}
+moved=$(sql "$db" "SELECT authfort_cleanup_schedule('0 3 * * *', 'authfort_cleanup_moved')")
+check "a job scheduled here runs in $db" "$moved|$db|0 3 * * *" "$(job_where)"
+check "rescheduling it with database => $other_db returns the same id" "$moved" \
+    "$(sql "$db" "SELECT authfort_cleanup_schedule('0 4 * * *', 'authfort_cleanup_moved', '$other_db')")"
+check "cron.job now runs it in $other_db, on the new schedule" "$moved|$other_db|0 4 * * *" "$(job_where)"
+check "rescheduling it without database moves it back" "$moved" \
+    "$(sql "$db" "SELECT authfort_cleanup_schedule('0 3 * * *', 'authfort_cleanup_moved')")"
+check "cron.job runs it in $db again" "$moved|$db|0 3 * * *" "$(job_where)"
+check "unschedule removes the moved job" t "$(sql "$db" "SELECT authfort_cleanup_unschedule('authfort_cleanup_moved')")"
+
+# pg_cron keeps job names as name (63 bytes): a longer one is refused, not
+# truncated into a job that unschedule() by the same name could not find.
+long_name="repeat('x', 100)"
+failure=$(error_output "$db" "SELECT authfort_cleanup_schedule('0 3 * * *', $long_name)")
+check "a job_name over 63 bytes: 22023" 22023 "$(sqlstate_in "$failure")"
+check "its message names job_name" yes "$(contains "$failure" 'job_name is 100 bytes long')"
+check "and no job was made" 0 "$(sql "$db" "SELECT count(*) FROM cron.job WHERE jobname LIKE 'xxx%'")"
+failure=$(error_output "$db" "SELECT authfort_cleanup_unschedule($long_name)")
+check "unschedule() with that job_name: 22023 too" 22023 "$(sqlstate_in "$failure")"
+
 new_db "$other_db"
 failure=$(error_output "$other_db" "SELECT authfort_cleanup_schedule('* * * * *')")
 check "schedule() where pg_cron lives in another database: 42704" 42704 "$(sqlstate_in "$failure")"
