@@ -8,6 +8,7 @@ to count. Exits non-zero if anything failed or the script itself broke.
 """
 
 import asyncio
+import json
 import sys
 from datetime import datetime, timedelta
 
@@ -16,6 +17,8 @@ import asyncpg
 EXPECTED = {"keys": 2, "tokens": 3, "sessions": 4}  # what SEED_SQL makes deletable
 TOTAL = {"keys": 4, "tokens": 5, "sessions": 6}  # all rows SEED_SQL inserts
 LIVE = "2|2|2"  # rows left after a cleanup: keys|tokens|sessions
+NOTIFY_FIELDS = ["duration_ms", "keys", "sessions", "started_at", "status", "tokens"]
+NOTIFY_TIMEOUT = 5  # seconds to wait for the NOTIFY; it is sent at the run's end
 STATUS_COLUMNS = [
     "target", "table_name", "rows", "deletable", "oldest_expired_age", "supporting_index_present",
     "table_bytes", "last_run_at", "last_run_status", "last_run_deleted",
@@ -53,8 +56,20 @@ async def last_run(conn: asyncpg.Connection) -> str | None:
     )
 
 
+async def next_payload(payloads: asyncio.Queue[str]) -> dict | None:
+    """The next NOTIFY payload if it is a JSON object; None if none came in time or it is not one."""
+    try:
+        payload = json.loads(await asyncio.wait_for(payloads.get(), NOTIFY_TIMEOUT))
+    except (TimeoutError, json.JSONDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 async def main(dsn: str, seed_sql: str) -> None:
     conn = await asyncpg.connect(dsn)
+    # LISTEN on a second connection, as an application would: the NOTIFY
+    # must reach other sessions, not only the one that ran the cleanup.
+    listener = await asyncpg.connect(dsn)
     try:
         # preview and status on fresh data, then the three functions.
         await conn.execute(seed_sql)
@@ -95,14 +110,37 @@ async def main(dsn: str, seed_sql: str) -> None:
               {k: v for k, v in rows[0].items() if is_int(v)} if rows else None)
         check("rows left after cleanup_all()", LIVE, await rows_left(conn))
 
-        # CALL in autocommit: a plain execute() outside any transaction.
+        # CALL in autocommit: a plain execute() outside any transaction,
+        # watched through its NOTICEs and, on the listener, its NOTIFY.
         await conn.execute(seed_sql)
+        payloads: asyncio.Queue[str] = asyncio.Queue()
+        notices: list[str] = []
+
+        def keep_payload(_conn: asyncpg.Connection, _pid: int, _channel: str, payload: str) -> None:
+            payloads.put_nowait(payload)
+
+        def keep_notice(_conn: asyncpg.Connection, message: asyncpg.PostgresLogMessage) -> None:
+            notices.append(message.message)
+
+        await listener.add_listener("authfort_cleanup", keep_payload)  # returns once LISTEN is in force
+        conn.add_log_listener(keep_notice)
         check("CALL authfort_cleanup_run() in autocommit", "CALL", await conn.execute("CALL authfort_cleanup_run()"))
+        conn.remove_log_listener(keep_notice)
         check("rows left after CALL", LIVE, await rows_left(conn))
         check("run log after CALL: status|keys|tokens|sessions", "ok|2|3|4", await last_run(conn))
         status = await conn.fetch("SELECT target, last_run_status, last_run_deleted FROM authfort_cleanup_status")
         check("status shows the last run", {t: ("ok", n) for t, n in EXPECTED.items()},
               {r["target"]: (r["last_run_status"], r["last_run_deleted"]) for r in status})
+        check("CALL reports progress in NOTICEs", True,
+              any("rows of sessions deleted so far" in notice for notice in notices))
+        payload = await next_payload(payloads)
+        check(f"NOTIFY authfort_cleanup received within {NOTIFY_TIMEOUT} s as a JSON object", True, payload is not None)
+        payload = payload or {}  # so that the checks below fail rather than raise
+        check("NOTIFY payload fields", NOTIFY_FIELDS, sorted(payload))
+        check("NOTIFY payload status", "ok", payload.get("status"))
+        check("NOTIFY payload counts, as JSON integers", EXPECTED,
+              {k: payload[k] for k in EXPECTED if is_int(payload.get(k))})
+        await listener.remove_listener("authfort_cleanup", keep_payload)
 
         # With a bound parameter asyncpg uses the extended protocol; batch_size
         # 1 makes the procedure COMMIT after every row.
@@ -114,15 +152,18 @@ async def main(dsn: str, seed_sql: str) -> None:
 
         # Inside a transaction the procedure cannot COMMIT: 2D000, nothing deleted.
         await conn.execute(seed_sql)
-        sqlstate = None
+        sqlstate = hint = None
         try:
             async with conn.transaction():
                 await conn.execute("CALL authfort_cleanup_run()")
         except asyncpg.PostgresError as error:
-            sqlstate = error.sqlstate
+            sqlstate, hint = error.sqlstate, error.hint
         check("CALL inside conn.transaction() fails with 2D000", "2D000", sqlstate)
+        check("the 2D000 HINT names autocommit and authfort_cleanup_all()", ["autocommit", "authfort_cleanup_all()"],
+              [word for word in ("autocommit", "authfort_cleanup_all()") if word in (hint or "")])
         check("nothing deleted by the refused CALL", "4|5|6", await rows_left(conn))
     finally:
+        await listener.close()
         await conn.close()
 
 

@@ -16,6 +16,8 @@ import pg from 'pg';
 const EXPECTED = { keys: 2, tokens: 3, sessions: 4 }; // what SEED_SQL makes deletable
 const TOTAL = { keys: 4, tokens: 5, sessions: 6 }; // all rows SEED_SQL inserts
 const LIVE = '2|2|2'; // rows left after a cleanup: keys|tokens|sessions
+const NOTIFY_FIELDS = ['duration_ms', 'keys', 'sessions', 'started_at', 'status', 'tokens'];
+const NOTIFY_TIMEOUT_MS = 5000; // the NOTIFY is sent at the run's end
 const STATUS_COLUMNS = [
   'target', 'table_name', 'rows', 'deletable', 'oldest_expired_age', 'supporting_index_present',
   'table_bytes', 'last_run_at', 'last_run_status', 'last_run_deleted',
@@ -43,7 +45,32 @@ function byTarget(rows, column) {
   return Object.fromEntries(rows.map((row) => [row.target, int8(row[column])]));
 }
 
+// The next NOTIFY payload on connection if it is a JSON object; null if none
+// came within NOTIFY_TIMEOUT_MS or it is not one. Call it before the
+// statement that notifies, await it after.
+function nextPayload(connection) {
+  return new Promise((resolve) => {
+    const receive = ({ payload }) => {
+      clearTimeout(timer);
+      try {
+        const parsed = JSON.parse(payload);
+        resolve(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed : null);
+      } catch {
+        resolve(null);
+      }
+    };
+    const timer = setTimeout(() => {
+      connection.off('notification', receive);
+      resolve(null);
+    }, NOTIFY_TIMEOUT_MS);
+    connection.once('notification', receive);
+  });
+}
+
 const client = new pg.Client({ connectionString: process.argv[2] });
+// LISTEN on a second connection, as an application would: the NOTIFY must
+// reach other sessions, not only the one that ran the cleanup.
+const listener = new pg.Client({ connectionString: process.argv[2] });
 const seed = readFileSync(process.argv[3], 'utf8');
 
 async function rowsLeft() {
@@ -64,6 +91,7 @@ async function lastRun() {
 }
 
 await client.connect();
+await listener.connect();
 try {
   // preview and status on fresh data, then the three functions.
   await client.query(seed);
@@ -113,15 +141,33 @@ try {
   });
   check('with an INT8 parser, sessions() is a number', 4, result.rows[0].n);
 
-  // CALL in autocommit: client.query() outside any transaction.
+  // CALL in autocommit: client.query() outside any transaction, watched
+  // through its NOTICEs and, on the listener, its NOTIFY.
   await client.query(seed);
+  await listener.query('LISTEN authfort_cleanup');
+  const payloadReceived = nextPayload(listener);
+  const notices = [];
+  const keepNotice = (notice) => notices.push(notice.message);
+  client.on('notice', keepNotice);
   result = await client.query('CALL authfort_cleanup_run()');
+  client.off('notice', keepNotice);
   check('CALL authfort_cleanup_run() in autocommit', 'CALL', result.command);
   check('rows left after CALL', LIVE, await rowsLeft());
   check('run log after CALL: status|keys|tokens|sessions', 'ok|2|3|4', await lastRun());
   result = await client.query('SELECT target, last_run_status, last_run_deleted FROM authfort_cleanup_status');
   check('status shows the last run', { keys: 'ok|2', tokens: 'ok|3', sessions: 'ok|4' },
     Object.fromEntries(result.rows.map((r) => [r.target, `${r.last_run_status}|${int8(r.last_run_deleted)}`])));
+  check('CALL reports progress in NOTICEs', true,
+    notices.some((message) => message.includes('rows of sessions deleted so far')));
+  const payload = await payloadReceived;
+  await listener.query('UNLISTEN authfort_cleanup');
+  check(`NOTIFY authfort_cleanup received within ${NOTIFY_TIMEOUT_MS / 1000} s as a JSON object`, true, payload !== null);
+  check('NOTIFY payload fields', NOTIFY_FIELDS, Object.keys(payload ?? {}).sort());
+  check('NOTIFY payload status', 'ok', payload?.status);
+  // JSON.parse makes 2 and 2.0 the same number: an integral number is as
+  // close to "a JSON integer" as JS can check.
+  check('NOTIFY payload counts are integers', EXPECTED,
+    Object.fromEntries(Object.keys(EXPECTED).map((k) => [k, Number.isInteger(payload?.[k]) ? payload[k] : null])));
 
   // With parameters pg uses the extended protocol; batch_size 1 makes the
   // procedure COMMIT after every row.
@@ -134,16 +180,20 @@ try {
   // Inside a transaction the procedure cannot COMMIT: 2D000, nothing deleted.
   await client.query(seed);
   let code = null;
+  let hint = null;
   await client.query('BEGIN');
   try {
     await client.query('CALL authfort_cleanup_run()');
   } catch (error) {
-    code = error.code;
+    ({ code, hint } = error);
   }
   await client.query('ROLLBACK');
   check('CALL inside BEGIN fails with 2D000', '2D000', code);
+  check('the 2D000 HINT names autocommit and authfort_cleanup_all()', ['autocommit', 'authfort_cleanup_all()'],
+    ['autocommit', 'authfort_cleanup_all()'].filter((word) => (hint ?? '').includes(word)));
   check('nothing deleted by the refused CALL', '4|5|6', await rowsLeft());
 } finally {
+  await listener.end();
   await client.end();
 }
 process.exitCode = failures ? 1 : 0;

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The cleanup functions from every kind of client: asyncpg (AuthFort's own
-# driver), node-postgres, psql and pg_cron. Each reseeds the same AuthFort-
-# shaped rows (tests/clients/seed.sql: 2 keys, 3 tokens and 4 sessions to
-# delete, 2 of each to keep) and checks that the counts decode to plain
-# values. The pg_cron part waits for a minute boundary: up to 75 s.
+# driver), SQLAlchemy and Alembic (AuthFort users' own stack), psycopg, pgx,
+# JDBC, Ruby's pg, PHP's PDO, tokio-postgres, node-postgres, psql and pg_cron.
+# Each reseeds the same AuthFort-shaped rows (tests/clients/seed.sql: 2 keys,
+# 3 tokens and 4 sessions to delete, 2 of each to keep), checks that the
+# counts decode to the language's integers, CALLs the procedure the way that
+# client must (autocommit) and the way it must not (its usual transaction:
+# 2D000 and the HINT), and receives the NOTIFY payload and, where the driver
+# shows them, the progress NOTICEs. A client whose toolchain is missing
+# fails: scripts/setup.sh installs them all. The pg_cron part waits for a
+# minute boundary: up to 75 s.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
@@ -83,6 +89,40 @@ tcp_dsn="postgresql://postgres@127.0.0.1:$PGPORT/$db"
 # --- Python: asyncpg ---------------------------------------------------------
 echo "asyncpg"
 run_client asyncpg "$repo/.venv/bin/python" "$clients/asyncpg_client.py" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Python: SQLAlchemy 2 asyncio over asyncpg, as AuthFort itself runs -----
+echo "sqlalchemy"
+run_client sqlalchemy "$repo/.venv/bin/python" "$clients/sqlalchemy_client.py" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Python: psycopg 3 -------------------------------------------------------
+echo "psycopg"
+run_client psycopg "$repo/.venv/bin/python" "$clients/psycopg_client.py" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Alembic: an application's own migration installs the extension ---------
+# A database of its own: its downgrade drops the extension.
+echo "alembic"
+sql postgres "CREATE DATABASE alembic_app"
+run_client alembic "$repo/.venv/bin/python" "$repo/tests/alembic_test.py" "postgresql://postgres@127.0.0.1:$PGPORT/alembic_app"
+
+# --- Go: pgx v4 (Debian's, built in GOPATH mode) -----------------------------
+echo "pgx"
+run_client pgx "$clients/go/run.sh" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Java: JDBC (Debian's pgjdbc), the source file run directly -------------
+echo "jdbc"
+run_client jdbc java -cp /usr/share/java/postgresql.jar "$clients/java/Client.java" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Ruby: pg (Debian's ruby-pg) ---------------------------------------------
+echo "ruby-pg"
+run_client ruby-pg ruby "$clients/ruby_client.rb" "$tcp_dsn" "$clients/seed.sql"
+
+# --- PHP: PDO pgsql (Debian's php-pgsql) -------------------------------------
+echo "pdo_pgsql"
+run_client pdo_pgsql php "$clients/php_client.php" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Rust: tokio-postgres, a crate of its own (built once, about 2 minutes) --
+echo "tokio-postgres"
+run_client tokio-postgres "$clients/rust/run.sh" "$tcp_dsn" "$clients/seed.sql"
 
 # --- Node.js: node-postgres --------------------------------------------------
 echo "node-postgres"
