@@ -4,16 +4,17 @@
 # Every target that builds takes PG_CONFIG, the pg_config of the PostgreSQL
 # to build for (15 to 18); without it, the pg_config on PATH (Debian's 15).
 PG_CONFIG ?= $(shell command -v pg_config)
-# The PostgreSQL 18 that scripts/setup.sh installs from PyPI.
+# The PostgreSQL 16 and 18 that scripts/setup.sh installs from PyPI.
+PG16_CONFIG = $(CURDIR)/.pg16/bin/pg_config
 PG18_CONFIG = $(CURDIR)/.pg18/bin/pg_config
 N ?= 10000 100000 1000000
 SUITES ?=
-# `make test` and `make package` cover 15 and 18; with PG_CONFIG=... given,
-# that PostgreSQL only.
+# `make test` and `make package` cover 15, 16 and 18; with PG_CONFIG=...
+# given, that PostgreSQL only.
 ifeq ($(origin PG_CONFIG),command line)
 PG_CONFIGS = $(PG_CONFIG)
 else
-PG_CONFIGS = $(PG_CONFIG) $(PG18_CONFIG)
+PG_CONFIGS = $(PG_CONFIG) $(PG16_CONFIG) $(PG18_CONFIG)
 endif
 
 PG_MAJOR = $(shell "$(PG_CONFIG)" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
@@ -29,31 +30,43 @@ LIBRARY = $(shell "$(PG_CONFIG)" --pkglibdir)/authfort_cleanup.so
 # version's script and the update scripts).
 RELEASED_SCRIPTS = $(shell ls sql/authfort_cleanup--*.sql | grep -vE -- '--.+--')
 
-.PHONY: setup supported-major install install-dev demo stop test bench bench-10m package clean
+.PHONY: setup build-tools supported-major install install-dev demo stop test bench bench-10m package clean
 
+# Everything the demo, the tests and the benchmarks need (servers, drivers,
+# toolchains): for a development machine, never needed to install.
 setup:
 	scripts/setup.sh
 
+# Only what building needs: cargo-pgrx, and a check for the headers and
+# libclang. Safe on a database server: it installs no system package.
+build-tools: supported-major
+	PG_CONFIG="$(PG_CONFIG)" scripts/build-tools.sh
+
 # Refuses, with the reason, a pg_config of a major we do not build for.
-supported-major: setup
+supported-major:
 	@case " $(SUPPORTED_MAJORS) " in *" $(PG_MAJOR) "*) ;; \
 	  *) echo "PG_CONFIG=$(PG_CONFIG) is PostgreSQL '$(PG_MAJOR)'; authfort_cleanup supports $(SUPPORTED_MAJORS)" >&2; exit 1 ;; \
 	esac
 
+# pgrx's build reads the pg_config to build against from here, so a
+# PostgreSQL never registered with `cargo pgrx init` builds too.
+PGRX_INSTALL = PGRX_PG_CONFIG_PATH="$(PG_CONFIG)" cargo pgrx install --pg-config "$(PG_CONFIG)" $(PGRX_FEATURES)
+
 # Builds and installs into the PostgreSQL that PG_CONFIG names.
-install: supported-major
+install: build-tools
 	rm -f "$(LIBRARY)"
-	cargo pgrx install --release --pg-config "$(PG_CONFIG)" $(PGRX_FEATURES)
+	$(PGRX_INSTALL) --release
 	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
 # The unoptimised build the demo and the tests run against: it compiles in
 # half the time.
-install-dev: supported-major
+install-dev: build-tools
 	rm -f "$(LIBRARY)"
-	cargo pgrx install --pg-config "$(PG_CONFIG)" $(PGRX_FEATURES)
+	$(PGRX_INSTALL)
 	install -m 644 $(RELEASED_SCRIPTS) "$(EXTENSION_DIR)/"
 
-demo: install-dev
+demo: setup
+	$(MAKE) --no-print-directory install-dev
 	scripts/demo.sh
 
 stop:
@@ -65,13 +78,15 @@ test: setup
 
 # The 60%-deletable cases at N sessions (T4), then the steady state at 1M
 # (T1 and T3 at 1M; T2 needs the 10M table). About 15 minutes here.
-bench: install
+bench: setup
+	$(MAKE) --no-print-directory install
 	PG_CONFIG="$(PG_CONFIG)" bench/run.sh $(N)
 
 # The steady state at 1M and 10M sessions: targets T1 to T3. About 7
 # minutes here (11 with BENCH_STEADY_REPEAT_10M=3), a third of it seeding the
 # two 10M-row tables (4.7 GB each, in SQL).
-bench-10m: install
+bench-10m: setup
+	$(MAKE) --no-print-directory install
 	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
 
 # A tarball for each of PG_CONFIGS, and a .deb for Debian's PostgreSQL 15.

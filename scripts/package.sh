@@ -24,7 +24,8 @@ package() {
     pg_major=$("$pg_config" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
     local tree="target/release/authfort_cleanup-pg$pg_major"
     # cargo pgrx package lays the files out under pg_config's own paths.
-    cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$pg_major"
+    # Through PGRX_PG_CONFIG_PATH, as `make install` builds (see the Makefile).
+    PGRX_PG_CONFIG_PATH=$pg_config cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$pg_major"
     local library_dir="$tree$("$pg_config" --pkglibdir)" extension_dir="$tree$("$pg_config" --sharedir)/extension"
     # pgrx packages the current version's script and the update scripts; the
     # released install scripts let CREATE EXTENSION ... VERSION and updates work.

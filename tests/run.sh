@@ -8,14 +8,15 @@
 # whole suite counts as one) is counted as a skip, never as a pass.
 #
 # The per-major suites run once for each pg_config in TEST_PG_CONFIGS (the
-# Makefile passes 15's and 18's), with that PostgreSQL first on PATH. The
-# others run once: docs and typecheck need no server, and major_upgrade goes
-# from one major to another. pg_test installs its test build over the
-# development build, so each major's pg_test runs after everything else.
+# Makefile passes 15's, 16's and 18's), with that PostgreSQL first on PATH.
+# The others run once: docs, install and typecheck need no server, and
+# major_upgrade goes from one major to another. pg_test installs its test
+# build over the development build, so each major's pg_test runs after
+# everything else.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-once_first=(docs typecheck)
+once_first=(docs install typecheck)
 per_major=(regress differential upgrade procedure cron clients standby traffic package)
 once_after=(major_upgrade)
 per_major_last=(pg_test)

@@ -5,9 +5,12 @@
 # build (with a `tests` schema) system-wide, so tests/run.sh runs it last.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# The major under test; `cargo pgrx test pgNN` finds its pg_config in
-# ~/.pgrx/config.toml, which scripts/setup.sh writes.
-major=$("${PG_CONFIG:-pg_config}" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
+# The major under test. pgrx reads its pg_config from PGRX_PG_CONFIG_PATH,
+# exactly as `make install-dev` builds, so the two share one build of
+# pgrx-pg-sys (a different value would regenerate its bindings).
+pg_config=${PG_CONFIG:-$(command -v pg_config)}
+export PGRX_PG_CONFIG_PATH=$pg_config
+major=$("$pg_config" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
 
 runas=()
 if [ "$(id -u)" -eq 0 ]; then

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# PostgreSQL 16 and 17: no server or headers for them can be had here, so
-# the crate is type-checked against the bindings pgrx ships for each major
-# (what docs.rs builds with). Nothing is linked or run: the suites on 15 and
+# PostgreSQL 17: no server or headers for it run on this Debian 12 host, so
+# the crate is type-checked against the bindings pgrx ships for it (what
+# docs.rs builds with). Nothing is linked or run: the suites on 15, 16 and
 # 18 are what prove behaviour.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 passed=0
 failed=0
-for major in 16 17; do
+for major in 17; do
     log=$(mktemp)
     if RUSTC_BOOTSTRAP=1 DOCS_RS=1 cargo check -Z profile-rustflags \
         --config 'profile.dev.package.pgrx-pg-sys.rustflags=["--cfg","docsrs"]' \
