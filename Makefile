@@ -4,17 +4,21 @@
 # Every target that builds takes PG_CONFIG, the pg_config of the PostgreSQL
 # to build for (15 to 18); without it, the pg_config on PATH (Debian's 15).
 PG_CONFIG ?= $(shell command -v pg_config)
-# The PostgreSQL 16 and 18 that scripts/setup.sh installs from PyPI.
+# The PostgreSQL 16 and 18 that scripts/setup.sh installs from PyPI, and
+# Debian 13's 17, which runs in the Debian 13 root (scripts/debian13.sh).
 PG16_CONFIG = $(CURDIR)/.pg16/bin/pg_config
+PG17_CONFIG = debian13:/usr/lib/postgresql/17/bin/pg_config
 PG18_CONFIG = $(CURDIR)/.pg18/bin/pg_config
 N ?= 10000 100000 1000000
 SUITES ?=
-# `make test` and `make package` cover 15, 16 and 18; with PG_CONFIG=...
+# `make test` covers 15 to 18, `make package` 15 and 18; with PG_CONFIG=...
 # given, that PostgreSQL only.
 ifeq ($(origin PG_CONFIG),command line)
 PG_CONFIGS = $(PG_CONFIG)
+TEST_CONFIGS = $(PG_CONFIG)
 else
-PG_CONFIGS = $(PG_CONFIG) $(PG16_CONFIG) $(PG18_CONFIG)
+PG_CONFIGS = $(PG_CONFIG) $(PG18_CONFIG)
+TEST_CONFIGS = $(PG_CONFIG) $(PG16_CONFIG) $(PG17_CONFIG) $(PG18_CONFIG)
 endif
 
 PG_MAJOR = $(shell "$(PG_CONFIG)" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
@@ -73,8 +77,13 @@ stop:
 	scripts/cluster.sh stop
 
 test: setup
-	for config in $(PG_CONFIGS); do $(MAKE) --no-print-directory install-dev PG_CONFIG=$$config || exit 1; done
-	TEST_PG_CONFIGS="$(PG_CONFIGS)" tests/run.sh $(SUITES)
+	for config in $(TEST_CONFIGS); do \
+	    case $$config in \
+	        debian13:*) scripts/debian13.sh run make --no-print-directory install-dev PG_CONFIG=$${config#debian13:} ;; \
+	        *) $(MAKE) --no-print-directory install-dev PG_CONFIG=$$config ;; \
+	    esac || exit 1; \
+	done
+	TEST_PG_CONFIGS="$(TEST_CONFIGS)" tests/run.sh $(SUITES)
 
 # The 60%-deletable cases at N sessions (T4), then the steady state at 1M
 # (T1 and T3 at 1M; T2 needs the 10M table). About 15 minutes here.
@@ -89,9 +98,14 @@ bench-10m: setup
 	$(MAKE) --no-print-directory install
 	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
 
-# A tarball for each of PG_CONFIGS, and a .deb for Debian's PostgreSQL 15.
+# A tarball for each of PG_CONFIGS and a .deb for Debian 12's PostgreSQL 15;
+# without PG_CONFIG, also the .deb and tarball for Debian 13's 17, built in
+# the Debian 13 root so that it links against Debian 13's libraries.
 package: setup
 	PACKAGE_PG_CONFIGS="$(PG_CONFIGS)" scripts/package.sh
+ifneq ($(origin PG_CONFIG),command line)
+	scripts/debian13.sh run env PACKAGE_PG_CONFIGS=$(PG17_CONFIG:debian13:%=%) scripts/package.sh
+endif
 
 clean:
 	scripts/cluster.sh destroy

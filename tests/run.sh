@@ -8,15 +8,16 @@
 # whole suite counts as one) is counted as a skip, never as a pass.
 #
 # The per-major suites run once for each pg_config in TEST_PG_CONFIGS (the
-# Makefile passes 15's, 16's and 18's), with that PostgreSQL first on PATH.
-# The others run once: docs, install and typecheck need no server, and
-# major_upgrade goes from one major to another. pg_test installs its test
+# Makefile passes 15's, 16's, 17's and 18's; 17's as "debian13:PG_CONFIG",
+# run inside the Debian 13 root), with that PostgreSQL first on PATH. The
+# others run once: docs and install need no server, and major_upgrade goes
+# from one major to another. pg_test installs its test
 # build over the development build, so each major's pg_test runs after
 # everything else.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-once_first=(docs install typecheck)
+once_first=(docs install)
 per_major=(regress differential upgrade procedure cron clients standby traffic package)
 once_after=(major_upgrade)
 per_major_last=(pg_test)
@@ -38,18 +39,33 @@ total_failed=0
 total_skipped=0
 broken=()
 
+# in_place CONFIG COMMAND...: COMMAND where CONFIG's PostgreSQL runs: here,
+# or, for a "debian13:PG_CONFIG" entry, inside the Debian 13 root with that
+# PG_CONFIG (scripts/debian13.sh).
+in_place() {
+    local config=$1
+    shift
+    case "$config" in
+        debian13:*) PG_CONFIG=${config#debian13:} TEST_PG_CONFIGS=${config#debian13:} scripts/debian13.sh run "$@" ;;
+        *) PG_CONFIG=$config "$@" ;;
+    esac
+}
+
 # run_suite SUITE [PG_CONFIG]
 run_suite() {
     local suite=$1 config=${2:-} label=$1 major
     if [ -n "$config" ]; then
-        major=$("$config" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
+        major=$(in_place "$config" bash -c '"$PG_CONFIG" --version' | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
         label="$suite (PostgreSQL $major)"
+        [[ $config == debian13:* ]] && label="$suite (PostgreSQL $major, Debian 13)"
+    elif [ -n "${OLD_PG_CONFIG:-}" ]; then
+        label="$suite (from PostgreSQL $("$OLD_PG_CONFIG" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p'))"
     fi
     printf '\n=== %s\n' "$label"
     local log status counts suite_failed started=$SECONDS
     log=$(mktemp)
     if [ -n "$config" ]; then
-        PG_CONFIG=$config bash "tests/suites/$suite.sh" 2>&1 | tee "$log"
+        in_place "$config" bash "tests/suites/$suite.sh" 2>&1 | tee "$log"
     else
         bash "tests/suites/$suite.sh" 2>&1 | tee "$log"
     fi
@@ -82,7 +98,19 @@ for suite in "${once_first[@]}"; do wanted "$suite" && run_suite "$suite"; done
 for config in "${pg_configs[@]}"; do
     for suite in "${per_major[@]}"; do wanted "$suite" && run_suite "$suite" "$config"; done
 done
-for suite in "${once_after[@]}"; do wanted "$suite" && run_suite "$suite"; done
+# major_upgrade: from each major to the last (18). Debian 13's 17 goes from
+# its root, where the relocatable 18 in the checkout runs too.
+newest=${pg_configs[${#pg_configs[@]} - 1]}
+for suite in "${once_after[@]}"; do
+    wanted "$suite" || continue
+    for config in "${pg_configs[@]}"; do
+        [ "$config" = "$newest" ] && continue
+        case "$config" in
+            debian13:*) OLD_PG_CONFIG=${config#debian13:} NEW_PG_CONFIG=$newest run_suite "$suite" "$config" ;;
+            *) OLD_PG_CONFIG=$config NEW_PG_CONFIG=$newest run_suite "$suite" ;;
+        esac
+    done
+done
 for config in "${pg_configs[@]}"; do
     for suite in "${per_major_last[@]}"; do wanted "$suite" && run_suite "$suite" "$config"; done
 done
