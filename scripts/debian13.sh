@@ -40,8 +40,9 @@ log() { printf '==> %s\n' "$*"; }
 # What the root's processes see of the host's environment: the build and
 # test settings, and where to find the CA certificates the package
 # registries are reached through (the host's bundle is mounted in).
-passed_variables=(PG_CONFIG TEST_PG_CONFIGS SUITES OLD_PG_CONFIG NEW_PG_CONFIG SSL_CERT_FILE SSL_CERT_DIR PIP_CERT REQUESTS_CA_BUNDLE
-    CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO PIP_DEFAULT_TIMEOUT)
+passed_variables=(PG_CONFIG TEST_PG_CONFIGS SUITES OLD_PG_CONFIG NEW_PG_CONFIG
+    SSL_CERT_FILE SSL_CERT_DIR PIP_CERT REQUESTS_CA_BUNDLE CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO
+    PIP_DEFAULT_TIMEOUT)
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 
 # inside ROOT CMD...: CMD in ROOT, with /proc, /sys, /dev and the checkout

@@ -22,8 +22,8 @@ skip_suite() {
     exit 77
 }
 
-# has_pg_cron: pg_cron is installed for the PostgreSQL under test (Debian
-# packages it for 15; nothing here provides it for 18).
+# has_pg_cron: pg_cron is installed for the PostgreSQL under test (Debian 12
+# packages it for 15, Debian 13 for 17; nothing here provides it for 16 or 18).
 has_pg_cron() {
     [ -f "$(pg_config --pkglibdir)/pg_cron.so" ]
 }

@@ -4,7 +4,7 @@
 # this suite waits for two minute boundaries: it takes about two minutes.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
-has_pg_cron || skip_suite "pg_cron is not installed for PostgreSQL $pg_major (Debian packages it here only for 15)"
+has_pg_cron || skip_suite "pg_cron is not installed for PostgreSQL $pg_major (here only Debian 12's 15 and Debian 13's 17 have it)"
 
 db=cron_app          # holds AuthFort's tables, pg_cron and the extension
 other_db=no_cron     # AuthFort and the extension, but pg_cron lives elsewhere
