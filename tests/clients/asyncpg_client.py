@@ -14,31 +14,17 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-EXPECTED = {"keys": 2, "tokens": 3, "sessions": 4}  # what SEED_SQL makes deletable
+from checks import EXPECTED, HINT_SUBSTRINGS, LIVE, NOTICE_SUBSTRING, NOTIFY_TIMEOUT_SECONDS, SEEDED, Checks, is_int
+
 TOTAL = {"keys": 4, "tokens": 5, "sessions": 6}  # all rows SEED_SQL inserts
-LIVE = "2|2|2"  # rows left after a cleanup: keys|tokens|sessions
 NOTIFY_FIELDS = ["duration_ms", "keys", "sessions", "started_at", "status", "tokens"]
-NOTIFY_TIMEOUT = 5  # seconds to wait for the NOTIFY; it is sent at the run's end
 STATUS_COLUMNS = [
     "target", "table_name", "rows", "deletable", "oldest_expired_age", "supporting_index_present",
     "table_bytes", "last_run_at", "last_run_status", "last_run_deleted",
 ]
 
-failures = 0
-
-
-def check(name: str, expected: object, actual: object) -> None:
-    global failures
-    if expected == actual:
-        print(f"  ok  asyncpg: {name}")
-    else:
-        failures += 1
-        print(f"  FAIL asyncpg: {name}: expected [{expected!r}], got [{actual!r}]")
-
-
-def is_int(value: object) -> bool:
-    # bool is a subclass of int; a count must be a real int.
-    return type(value) is int
+checks = Checks("asyncpg")
+check = checks.check
 
 
 async def rows_left(conn: asyncpg.Connection) -> str:
@@ -59,7 +45,7 @@ async def last_run(conn: asyncpg.Connection) -> str | None:
 async def next_payload(payloads: asyncio.Queue[str]) -> dict | None:
     """The next NOTIFY payload if it is a JSON object; None if none came in time or it is not one."""
     try:
-        payload = json.loads(await asyncio.wait_for(payloads.get(), NOTIFY_TIMEOUT))
+        payload = json.loads(await asyncio.wait_for(payloads.get(), NOTIFY_TIMEOUT_SECONDS))
     except (TimeoutError, json.JSONDecodeError):
         return None
     return payload if isinstance(payload, dict) else None
@@ -132,9 +118,10 @@ async def main(dsn: str, seed_sql: str) -> None:
         check("status shows the last run", {t: ("ok", n) for t, n in EXPECTED.items()},
               {r["target"]: (r["last_run_status"], r["last_run_deleted"]) for r in status})
         check("CALL reports progress in NOTICEs", True,
-              any("rows of sessions deleted so far" in notice for notice in notices))
+              any(NOTICE_SUBSTRING in notice for notice in notices))
         payload = await next_payload(payloads)
-        check(f"NOTIFY authfort_cleanup received within {NOTIFY_TIMEOUT} s as a JSON object", True, payload is not None)
+        check(f"NOTIFY authfort_cleanup received within {NOTIFY_TIMEOUT_SECONDS} s as a JSON object", True,
+              payload is not None)
         payload = payload or {}  # so that the checks below fail rather than raise
         check("NOTIFY payload fields", NOTIFY_FIELDS, sorted(payload))
         check("NOTIFY payload status", "ok", payload.get("status"))
@@ -159,9 +146,9 @@ async def main(dsn: str, seed_sql: str) -> None:
         except asyncpg.PostgresError as error:
             sqlstate, hint = error.sqlstate, error.hint
         check("CALL inside conn.transaction() fails with 2D000", "2D000", sqlstate)
-        check("the 2D000 HINT names autocommit and authfort_cleanup_all()", ["autocommit", "authfort_cleanup_all()"],
-              [word for word in ("autocommit", "authfort_cleanup_all()") if word in (hint or "")])
-        check("nothing deleted by the refused CALL", "4|5|6", await rows_left(conn))
+        check("the 2D000 HINT names autocommit and authfort_cleanup_all()", HINT_SUBSTRINGS,
+              [word for word in HINT_SUBSTRINGS if word in (hint or "")])
+        check("nothing deleted by the refused CALL", SEEDED, await rows_left(conn))
     finally:
         await listener.close()
         await conn.close()
@@ -170,4 +157,4 @@ async def main(dsn: str, seed_sql: str) -> None:
 if __name__ == "__main__":
     with open(sys.argv[2], encoding="utf-8") as seed:
         asyncio.run(main(sys.argv[1], seed.read()))
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if checks.failures else 0)

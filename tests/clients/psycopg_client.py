@@ -18,33 +18,10 @@ import sys
 import psycopg
 from psycopg.rows import dict_row
 
-CLIENT = "psycopg"
-EXPECTED = {"keys": 2, "tokens": 3, "sessions": 4}  # what SEED_SQL makes deletable
-LIVE = "2|2|2"  # rows left after a cleanup: keys|tokens|sessions
-SEEDED = "4|5|6"  # rows SEED_SQL inserts
-NOTICE_SUBSTRING = "rows of sessions deleted so far"
-HINT_SUBSTRINGS = ["autocommit", "authfort_cleanup_all()"]
-NOTIFY_TIMEOUT_SECONDS = 5
+from checks import EXPECTED, HINT_SUBSTRINGS, LIVE, NOTICE_SUBSTRING, NOTIFY_TIMEOUT_SECONDS, SEEDED, Checks, is_int
 
-failures = 0
-
-
-def check(name: str, expected: object, actual: object) -> None:
-    global failures
-    if expected == actual:
-        print(f"  ok  {CLIENT}: {name}")
-    else:
-        failures += 1
-        print(f"  FAIL {CLIENT}: {name}: expected [{expected!r}], got [{actual!r}]")
-
-
-def check_contains(name: str, substrings: list[str], actual: str | None) -> None:
-    check(name, substrings, substrings if actual is not None and all(s in actual for s in substrings) else actual)
-
-
-def is_int(value: object) -> bool:
-    # bool is a subclass of int; a count must be a real int.
-    return type(value) is int
+checks = Checks("psycopg")
+check, check_contains = checks.check, checks.check_contains
 
 
 def rows_left(conn: psycopg.Connection) -> object:
@@ -139,4 +116,4 @@ def main(dsn: str, seed_sql: str) -> None:
 if __name__ == "__main__":
     with open(sys.argv[2], encoding="utf-8") as seed:
         main(sys.argv[1], seed.read())
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if checks.failures else 0)
