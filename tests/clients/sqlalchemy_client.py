@@ -115,10 +115,11 @@ async def main(dsn: str, seed_sql: str) -> None:
     # A copy of the engine sharing its pool, whose connections never BEGIN.
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        # The three functions in one SELECT.
+        # The three functions in one SELECT, in an ordinary AsyncSession, as
+        # an application calls them; committed when the block ends.
         await reseed(autocommit, seed_sql)
-        async with autocommit.connect() as conn:
-            row = (await conn.execute(text(
+        async with AsyncSession(engine) as session, session.begin():
+            row = (await session.execute(text(
                 "SELECT authfort_cleanup_keys(), authfort_cleanup_tokens(), authfort_cleanup_sessions()"
             ))).one()
         check("keys(), tokens(), sessions() are Python ints", ["int"] * 3, [type(v).__name__ for v in row])
