@@ -28,11 +28,9 @@ fn required<T>(value: Option<T>, argument: &str) -> T {
 fn required_or<T>(value: Option<T>, argument: &str, hint: &str) -> T {
     match value {
         Some(value) => value,
-        None => error::raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("{argument} must not be NULL"),
-            hint,
-        ),
+        None => {
+            error::raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{argument} must not be NULL"), hint)
+        }
     }
 }
 
@@ -161,7 +159,8 @@ fn authfort_cleanup_batch(
 ) -> TableIterator<'static, (name!(deleted, i64), name!(kept, i64), name!(next_position, Option<String>))> {
     let target = target_named(target);
     let position = position.map(|text| Position::parse(text).unwrap_or_else(|| engine::invalid_position(text)));
-    let batch_size = positive(required_or(batch_size, "batch_size", "Pass a positive batch_size, such as 10000."), "batch_size");
+    let batch_size =
+        positive(required_or(batch_size, "batch_size", "Pass a positive batch_size, such as 10000."), "batch_size");
     let grace = required_or(grace, "grace", "Pass the run's grace, such as '0'.");
     let keep_revoked_until_expired = required_or(
         keep_revoked_until_expired,
@@ -326,11 +325,8 @@ fn authfort_cleanup_record_run(
         }
         value
     };
-    let counts = Counts {
-        keys: count(keys, "keys"),
-        tokens: count(tokens, "tokens"),
-        sessions: count(sessions, "sessions"),
-    };
+    let counts =
+        Counts { keys: count(keys, "keys"), tokens: count(tokens, "tokens"), sessions: count(sessions, "sessions") };
     if status == RunStatus::Skipped && counts != Counts::default() {
         error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

@@ -399,7 +399,7 @@ fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZo
     let time = target.time_column;
     let rule = rule_sql(target, options);
     let mut arm_filter = match (arm, target.revoked_column) {
-        (Arm::Revoked, Some(revoked)) => format!("{revoked}"),
+        (Arm::Revoked, Some(revoked)) => revoked.to_string(),
         _ => format!("{time} < $1"),
     };
     if let Some(protected) = target.protected_column {
@@ -482,8 +482,8 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
                 if deleted >= max_rows {
                     break;
                 }
-                deleted += run_arm(table, options, arm, arm_start(options, arm), Tid::BEFORE_ALL, max_rows - deleted)
-                    .deleted;
+                deleted +=
+                    run_arm(table, options, arm, arm_start(options, arm), Tid::BEFORE_ALL, max_rows - deleted).deleted;
             }
             deleted
         }

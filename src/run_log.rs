@@ -118,8 +118,8 @@ pub fn missing_grants() -> Vec<String> {
         grants.push(format!("GRANT SELECT, INSERT, DELETE ON TABLE {table} TO {role};"));
     }
     if sequence_missing == Some(true) {
-        let sequence =
-            query::one::<String>("SELECT pg_get_serial_sequence($1, 'id')", &[table.as_str().into()]).unwrap_or_default();
+        let sequence = query::one::<String>("SELECT pg_get_serial_sequence($1, 'id')", &[table.as_str().into()])
+            .unwrap_or_default();
         grants.push(format!("GRANT USAGE ON SEQUENCE {sequence} TO {role};"));
     }
     grants

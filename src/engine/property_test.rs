@@ -266,7 +266,12 @@ mod tests {
     /// No grace, however it mixes signs, makes a call delete a row that
     /// AuthFort's rule with no grace keeps: such a grace is refused (22023)
     /// and nothing is deleted, or the call deletes a subset of the oracle's.
-    fn check_grace(target: &'static Target, case: &Case, grace: &str, through_batch: bool) -> Result<(), TestCaseError> {
+    fn check_grace(
+        target: &'static Target,
+        case: &Case,
+        grace: &str,
+        through_batch: bool,
+    ) -> Result<(), TestCaseError> {
         load(target, case);
         let at_zero_grace = Case { grace_seconds: 0, keep_revoked_until_expired: false, ..case.clone() };
         let allowed: Vec<String> = (0..case.rows.len())
