@@ -43,6 +43,12 @@ ensure_apt_packages() {
         [ "$(installed_version "postgresql-server-dev-$PG_MAJOR")" = "$server_version" ] ||
             wanted+=("postgresql-server-dev-$PG_MAJOR=$server_version" "libpq-dev=$server_version" "libpq5=$server_version")
     fi
+    # pg_repack for the space suite, on 15 only. Pinned: its +deb12u1 build
+    # depends on postgresql-15 (>> 15.20), so an unpinned install upgrades the
+    # running server; 1.4.8-1+b1 takes any postgresql-15.
+    if [ "$PG_MAJOR" = 15 ] && [ "$(installed_version postgresql-15-repack)" != 1.4.8-1+b1 ]; then
+        wanted+=(postgresql-15-repack=1.4.8-1+b1)
+    fi
     local package
     # The clients suite's toolchains and drivers, as Debian packages them (no
     # Go module proxy or Maven repository is reachable here; a Debian stable

@@ -6,6 +6,7 @@ use crate::engine::{self, Options, Table};
 use crate::indexes::{self, Arm};
 use crate::query;
 use crate::run_log;
+use crate::space;
 use crate::statistics;
 use crate::targets;
 
@@ -18,6 +19,13 @@ const BACKLOG_ROWS: i64 = 100_000;
 const READS_PER_DELETE: f64 = 10.0;
 /// ...on a table at least this large. Below it, reading it all is cheap.
 const INDEXED_CLEANUP_MIN_ROWS: f64 = 100_000.0;
+
+/// Free space worth a rewrite: at least this share of a table's size, its
+/// indexes included (a table in steady state keeps far less: what one
+/// night frees, the next day's rows fill)...
+const RECLAIMABLE_SHARE: f64 = 0.5;
+/// ...and at least this much.
+const RECLAIMABLE_MIN_BYTES: i64 = 64 * 1024 * 1024;
 
 pub struct Finding {
     pub level: &'static str,
@@ -44,6 +52,7 @@ pub fn findings() -> Vec<Finding> {
                 fix: Some(missing.concurrently),
             });
         }
+        findings.extend(space_finding(&table));
         let backlog =
             engine::clean(&table, &Options { dry_run: true, max_rows: Some(BACKLOG_ROWS + 1), ..Options::default() });
         if backlog > BACKLOG_ROWS {
@@ -132,6 +141,56 @@ fn time_index_findings(table: &Table) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// A table that holds far more free space than rows, as a first cleanup of
+/// a large backlog leaves it: how to give the space back, online with
+/// pg_repack where it is installed, else with VACUUM FULL and what that costs.
+fn space_finding(table: &Table) -> Option<Finding> {
+    let space = space::estimate(table)?;
+    let free = space.free_bytes();
+    if free < RECLAIMABLE_MIN_BYTES || (free as f64) < RECLAIMABLE_SHARE * space.total_bytes as f64 {
+        return None;
+    }
+    let live = space::pretty(space.live_bytes);
+    let has_pg_repack = query::one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_repack')", &[])
+        .unwrap_or(false);
+    let (how, fix) = if has_pg_repack {
+        let database = query::one::<String>("SELECT current_database()", &[]).unwrap_or_default();
+        (
+            format!(
+                "pg_repack (the command, with your usual -h, -p and -U) rebuilds it online, locking it only \
+                 briefly at the start and the end, and needs free disk about the size of the live part ({live})"
+            ),
+            format!("pg_repack --dbname={} --table={}", shell_quoted(&database), shell_quoted(&table.qualified_name)),
+        )
+    } else {
+        (
+            format!(
+                "VACUUM FULL gives it back, but holds an ACCESS EXCLUSIVE lock on the table for the whole rewrite \
+                 (every sign-in and refresh waits) and needs free disk at least the size of the live part \
+                 (about {live}); the pg_repack extension does the same online"
+            ),
+            format!("VACUUM FULL {};", table.qualified_name),
+        )
+    };
+    Some(Finding {
+        level: "info",
+        target: Some(table.target.name),
+        problem: format!(
+            "{} takes {} with its indexes, of which about {} is free space (estimated from the statistics): \
+             PostgreSQL reuses it for new rows but does not give it back to the disk. {how}",
+            table.qualified_name,
+            space::pretty(space.total_bytes),
+            space::pretty(free)
+        ),
+        fix: Some(fix),
+    })
+}
+
+/// WORD as one word for a POSIX shell, whatever it holds.
+fn shell_quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 /// Why no scheduled run will happen from this database, if none will.

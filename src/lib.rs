@@ -6,6 +6,7 @@
 //! - `run` and `run_log`: a whole run under the overlap guard, and its log.
 //! - `check`: what would make cleanup slow or keep it from running.
 //! - `statistics`: how much of a table a rule selects, from ANALYZE's numbers.
+//! - `space`: the free space a cleanup leaves inside a table.
 //! - `status`: the numbers behind the authfort_cleanup_status view.
 //! - `settings`: the GUCs.
 //! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
@@ -22,6 +23,7 @@ mod query;
 mod run;
 mod run_log;
 mod settings;
+mod space;
 mod statistics;
 mod status;
 mod targets;
