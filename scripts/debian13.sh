@@ -33,7 +33,8 @@ mirror=${mirror:-http://deb.debian.org/debian}
 # toolchains and drivers.
 base_packages=(postgresql-17 postgresql-17-cron postgresql-server-dev-17)
 packages=(libclang-dev clang make gcc sudo ca-certificates python3 python3-venv nodejs npm golang-go
-    golang-github-jackc-pgx-v4-dev default-jdk-headless libpostgresql-jdbc-java ruby-pg php-cli php-pgsql)
+    golang-github-jackc-pgx-v4-dev default-jdk-headless libpostgresql-jdbc-java ruby-pg php-cli php-pgsql
+    postgresql-17-repack)
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -118,10 +119,14 @@ create() {
     if [ ! -f "$root/.created" ]; then
         log "debootstrap Debian 13 into .debian13/root, then its build and test tools (about 5 minutes, 3.3 GB)"
         bootstrap "$root" "$here/.debian13/debootstrap.log" "${base_packages[@]}"
+        touch "$root/.created"
+    fi
+    # Every time: a root made before a package joined the list gets it too.
+    if ! inside "$root" dpkg-query -W "${packages[@]}" >/dev/null 2>&1; then
+        log "apt-get install, in the root: ${packages[*]}"
         inside "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" \
             >"$here/.debian13/apt.log" 2>&1 ||
             { tail -n 20 "$here/.debian13/apt.log" >&2; echo "apt-get install in the root failed" >&2; exit 1; }
-        touch "$root/.created"
     fi
     if [ ! -f "$plain_root/.created" ]; then
         log "debootstrap a plain Debian 13 with PostgreSQL 17 and pg_cron into .debian13/plain"

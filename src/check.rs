@@ -156,7 +156,7 @@ fn space_finding(table: &Table) -> Option<Finding> {
     let has_pg_repack = query::one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_repack')", &[])
         .unwrap_or(false);
     let (how, fix) = if has_pg_repack {
-        let database = query::one::<String>("SELECT current_database()", &[]).unwrap_or_default();
+        let database = query::one::<String>("SELECT current_database()::text", &[]).unwrap_or_default();
         (
             format!(
                 "pg_repack (the command, with your usual -h, -p and -U) rebuilds it online, locking it only \

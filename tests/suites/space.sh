@@ -3,7 +3,7 @@
 # cleaned of a night's worth of rows (steady state: check() stays quiet),
 # then of a backlog of 90 % (check() says how much is free and how to give it
 # back). The fix it gives is run as given (VACUUM FULL; pg_repack where the
-# extension is installed, on 15 here), the table shrinks, and check() is
+# extension is installed, on 15 and 17 here), the table shrinks, and check() is
 # quiet again. The estimate is printed beside pgstattuple's exact count.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -113,7 +113,7 @@ if [ -f "$(pg_config --pkglibdir)/pg_repack.so" ] && command -v pg_repack >/dev/
     check "check() is quiet about space afterwards" "" "$(space_finding)"
     check "and the live sessions are all there" 36000 "$(sql "$db" "SELECT count(*) FROM authfort_refresh_tokens")"
 else
-    skip "pg_repack" "no pg_repack for PostgreSQL $pg_major here (Debian 12's postgresql-15-repack is for 15)"
+    skip "pg_repack" "no pg_repack for PostgreSQL $pg_major here (only Debian's, for 15 and 17)"
 fi
 
 finish
