@@ -78,6 +78,7 @@ stop:
 	scripts/cluster.sh stop
 
 test: setup
+	case " $(TEST_CONFIGS)" in *" debian13:"*) scripts/debian13.sh create ;; esac
 	for config in $(TEST_CONFIGS); do \
 	    case $$config in \
 	        debian13:*) scripts/debian13.sh run make --no-print-directory install-dev PG_CONFIG=$${config#debian13:} ;; \
@@ -105,6 +106,7 @@ bench-10m: setup
 package: setup
 	PACKAGE_PG_CONFIGS="$(PG_CONFIGS)" scripts/package.sh
 ifneq ($(origin PG_CONFIG),command line)
+	scripts/debian13.sh create
 	scripts/debian13.sh run env PACKAGE_PG_CONFIGS=$(PG17_CONFIG:debian13:%=%) scripts/package.sh
 endif
 

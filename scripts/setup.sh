@@ -5,8 +5,9 @@
 set -euo pipefail
 
 # On the Debian 12 host the suites run on its PostgreSQL 15, on 16 and 18
-# from PyPI (ensure_wheel_postgres) and on 17 in a Debian 13 root
-# (scripts/debian13.sh), whose own setup is this script run inside it.
+# from PyPI (ensure_wheel_postgres) and on 17 in a Debian 13 root, which
+# `make test` and `make package` create with scripts/debian13.sh (the demo
+# does not need it); that root's own setup is this script run inside it.
 . /etc/os-release
 case "$VERSION_CODENAME" in
     bookworm) PG_MAJOR=15 ;;
@@ -120,7 +121,4 @@ fi
 PG_CONFIG=$(command -v pg_config) "$here/scripts/build-tools.sh"
 # The clients suite's tokio-postgres client is a crate of its own.
 quietly cargo fetch --locked --manifest-path "$here/tests/clients/rust/Cargo.toml"
-if [ "$PG_MAJOR" = 15 ]; then
-    "$here/scripts/debian13.sh" create
-fi
 log "setup complete"
