@@ -153,9 +153,7 @@ fn space_finding(table: &Table) -> Option<Finding> {
         return None;
     }
     let live = space::pretty(space.live_bytes);
-    let has_pg_repack = query::one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_repack')", &[])
-        .unwrap_or(false);
-    let (how, fix) = if has_pg_repack {
+    let (how, fix) = if extension_installed("pg_repack") {
         let database = query::one::<String>("SELECT current_database()::text", &[]).unwrap_or_default();
         (
             format!(
@@ -188,6 +186,11 @@ fn space_finding(table: &Table) -> Option<Finding> {
     })
 }
 
+/// Whether the extension NAME is created in this database.
+fn extension_installed(name: &str) -> bool {
+    query::one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = $1)", &[name.into()]).unwrap_or(false)
+}
+
 /// WORD as one word for a POSIX shell, whatever it holds.
 fn shell_quoted(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
@@ -195,9 +198,7 @@ fn shell_quoted(word: &str) -> String {
 
 /// Why no scheduled run will happen from this database, if none will.
 fn schedule_problem() -> Option<String> {
-    let has_pg_cron =
-        query::one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')", &[]).unwrap_or(false);
-    if !has_pg_cron {
+    if !extension_installed("pg_cron") {
         return Some("pg_cron is not installed in this database, so nothing schedules the cleanup".into());
     }
     let scheduled = query::one::<bool>(

@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from authfort.alembic_helper import AUTHFORT_TABLES
 
 from authfort_migrate import migrate
+from results import Results
 
 CLIENT = "alembic"
 APP_INI = Path(__file__).parent / "alembic_app" / "alembic.ini"
@@ -31,16 +32,11 @@ AUTHFORT_VERSION_TABLE = "authfort_alembic_version"  # authfort/migrations/env.p
 REPLACED_BY_INDEX = "ix_authfort_refresh_tokens_replaced_by"
 USER_ID = "00000000-0000-0000-0000-000000000001"
 
-failures = 0
+results = Results()
 
 
 def check(name: str, expected: object, actual: object) -> None:
-    global failures
-    if expected == actual:
-        print(f"  ok  {CLIENT}: {name}")
-    else:
-        failures += 1
-        print(f"  FAIL {CLIENT}: {name}: expected [{expected!r}], got [{actual!r}]")
+    results.expect(f"{CLIENT}: {name}", expected, actual)
 
 
 def error_of(action: Callable[[], object]) -> str | None:
@@ -170,4 +166,4 @@ def main(dsn: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if results.failed else 0)

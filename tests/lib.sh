@@ -40,6 +40,11 @@ start_cluster() {
     trap '"$repo/scripts/cluster.sh" destroy' EXIT
 }
 
+# contains TEXT NEEDLE: "yes" or "no", for check.
+contains() {
+    case "$1" in *"$2"*) echo yes ;; *) echo no ;; esac
+}
+
 # sql DB QUERY...: run queries, unaligned and tuples-only, stop at the first error.
 sql() {
     local db=$1

@@ -56,13 +56,7 @@ check "CREATE EXTENSION gives the packaged version" "$version" \
     "$(sql "SELECT extversion FROM pg_extension WHERE extname = 'authfort_cleanup'")"
 
 seed_tokens() {
-    sql "DELETE FROM authfort_verification_tokens; DELETE FROM authfort_users;
-         INSERT INTO authfort_users (id, email, created_at, updated_at)
-         VALUES ('00000000-0000-0000-0000-000000000001', 'ada@example.com', now(), now());
-         INSERT INTO authfort_verification_tokens (id, user_id, token_hash, type, expires_at, created_at)
-         SELECT gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'token-' || n, 'email_otp',
-                now() + CASE WHEN n <= 3 THEN interval '-1 day' ELSE interval '1 day' END, now()
-           FROM generate_series(1, 5) AS n"
+    "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -d app -f "$(dirname "$0")/package_tokens.sql" >/dev/null
 }
 seed_tokens
 check "the packaged extension deletes the expired tokens" 3 "$(sql "SELECT authfort_cleanup_tokens()")"

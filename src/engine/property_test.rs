@@ -278,9 +278,11 @@ mod tests {
             .filter(|position| oracle_deletes(target, &case.rows[*position], &at_zero_grace))
             .map(id)
             .collect();
-        let call = match (through_batch, target.name) {
-            (true, name) => format!("PERFORM * FROM authfort_cleanup_batch('{name}', NULL, 5, '{grace}', false)"),
-            (false, name) => format!("PERFORM authfort_cleanup_{name}(grace => '{grace}')"),
+        let name = target.name;
+        let call = if through_batch {
+            format!("PERFORM * FROM authfort_cleanup_batch('{name}', NULL, 5, '{grace}', false)")
+        } else {
+            format!("PERFORM authfort_cleanup_{name}(grace => '{grace}')")
         };
         Spi::run(&format!(
             "DO $$ BEGIN {call}; EXCEPTION WHEN invalid_parameter_value THEN RAISE NOTICE 'refused'; END $$"

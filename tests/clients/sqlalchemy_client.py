@@ -140,27 +140,25 @@ async def main(dsn: str, seed_sql: str) -> None:
 
         # The wrong ways: the CALL inside the transaction SQLAlchemy opens.
         # Both blocks roll back as the error leaves them.
-        await reseed(autocommit, seed_sql)
-        sqlstate = hint = None
-        try:
+        async def in_engine_begin() -> None:
             async with engine.begin() as conn:
                 await conn.execute(text("CALL authfort_cleanup_run()"))
-        except DBAPIError as error:
-            sqlstate, hint = refusal(error)
-        check("CALL inside engine.begin() fails with 2D000", "2D000", sqlstate)
-        check_contains("its HINT in engine.begin() names autocommit and cleanup_all()", HINT_SUBSTRINGS, hint)
-        check("nothing deleted by the CALL refused in engine.begin()", SEEDED, await rows_left(autocommit))
 
-        await reseed(autocommit, seed_sql)
-        sqlstate = hint = None
-        try:
+        async def in_async_session() -> None:
             async with AsyncSession(engine) as session, session.begin():
                 await session.execute(text("CALL authfort_cleanup_run()"))
-        except DBAPIError as error:
-            sqlstate, hint = refusal(error)
-        check("CALL in an AsyncSession fails with 2D000", "2D000", sqlstate)
-        check_contains("its HINT in an AsyncSession names autocommit and cleanup_all()", HINT_SUBSTRINGS, hint)
-        check("nothing deleted by the CALL refused in an AsyncSession", SEEDED, await rows_left(autocommit))
+
+        for where, short, call in [("inside engine.begin()", "in engine.begin()", in_engine_begin),
+                                   ("in an AsyncSession", "in an AsyncSession", in_async_session)]:
+            await reseed(autocommit, seed_sql)
+            sqlstate = hint = None
+            try:
+                await call()
+            except DBAPIError as error:
+                sqlstate, hint = refusal(error)
+            check(f"CALL {where} fails with 2D000", "2D000", sqlstate)
+            check_contains(f"its HINT {short} names autocommit and cleanup_all()", HINT_SUBSTRINGS, hint)
+            check(f"nothing deleted by the CALL refused {short}", SEEDED, await rows_left(autocommit))
     finally:
         await engine.dispose()
 

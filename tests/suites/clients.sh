@@ -36,10 +36,6 @@ last_run() {
                  FROM authfort_cleanup_runs ORDER BY id DESC LIMIT 1"
 }
 
-contains() {
-    case "$1" in *"$2"*) echo yes ;; *) echo no ;; esac
-}
-
 # run_client NAME COMMAND...: runs a client script that prints its own
 # "  ok  ..."/"  FAIL ..." lines, and adds them to this suite's totals. A
 # script that exits non-zero without a FAIL line (it crashed) is one failure.

@@ -29,11 +29,6 @@ hint_in() {
     sed -n 's/^HINT:  //p' <<<"$1" | head -n 1
 }
 
-# contains TEXT NEEDLE: "yes" or "no", for check.
-contains() {
-    case "$1" in *"$2"*) echo yes ;; *) echo no ;; esac
-}
-
 # counts: rows left in keys, verification tokens, refresh tokens.
 counts() {
     sql "$db" "SELECT (SELECT count(*) FROM authfort_signing_keys) || '|' ||

@@ -6,21 +6,18 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 cd "$repo"
 
-contains() {
-    case "$1" in *"$2"*) echo yes ;; *) echo no ;; esac
-}
-
 fake=$(mktemp -d)
 trap 'rm -rf "$fake"' EXIT
-# fake_pg_config MAJOR INCLUDEDIR: a pg_config that reports that major and
-# that server-header directory, and fails for anything else.
+# fake_pg_config MAJOR INCLUDEDIR [DIR]: a pg_config that reports that
+# major and that server-header directory, and DIR (default: its own) as
+# every other directory.
 fake_pg_config() {
     cat >"$fake/pg_config" <<EOF
 #!/bin/sh
 case "\$1" in
     --version) echo "PostgreSQL $1.0" ;;
     --includedir-server) echo "$2" ;;
-    *) echo "$fake" ;;
+    *) echo "${3:-$fake}" ;;
 esac
 EOF
     chmod +x "$fake/pg_config"
@@ -68,8 +65,7 @@ check "naming the package that has them" yes "$(contains "$output" "postgresql-s
 debian_bindir=/usr/lib/postgresql/16/bin
 if [ ! -e "${debian_bindir%/bin}" ] && [ -z "$(dpkg-query -W -f='${Version}' postgresql-16 2>/dev/null)" ]; then
     mkdir -p "$debian_bindir"
-    fake_pg_config 16 "$fake/no-headers"
-    sed -i "s|echo \"$fake\" ;;|echo \"$debian_bindir\" ;;|" "$fake/pg_config"
+    fake_pg_config 16 "$fake/no-headers" "$debian_bindir"
     cp "$fake/pg_config" "$debian_bindir/pg_config"
     status=0
     output=$(PG_CONFIG="$debian_bindir/pg_config" scripts/build-tools.sh 2>&1) || status=$?

@@ -68,12 +68,7 @@ start_cluster package 54421
 trap 'apt-get remove -y -qq "$name" >/dev/null 2>&1 || true; restore_development_build; "$repo/scripts/cluster.sh" destroy' EXIT
 new_authfort_db app >/dev/null
 sql app "SELECT authfort_cleanup_create_indexes()" >/dev/null
-sql app "INSERT INTO authfort_users (id, email, created_at, updated_at)
-         VALUES ('00000000-0000-0000-0000-000000000001', 'ada@example.com', now(), now())"
-sql app "INSERT INTO authfort_verification_tokens (id, user_id, token_hash, type, expires_at, created_at)
-         SELECT gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'token-' || n, 'email_otp',
-                now() + CASE WHEN n <= 3 THEN interval '-1 day' ELSE interval '1 day' END, now()
-           FROM generate_series(1, 5) AS n"
+psql -X -q -v ON_ERROR_STOP=1 -d app -f "$repo/tests/package_tokens.sql" >/dev/null
 check "the packaged extension deletes the expired tokens" 3 "$(sql app "SELECT authfort_cleanup_tokens()")"
 check "and keeps the live ones" 2 "$(sql app "SELECT count(*) FROM authfort_verification_tokens")"
 sql app "DROP EXTENSION authfort_cleanup" "CREATE EXTENSION authfort_cleanup VERSION '0.1.0'" "ALTER EXTENSION authfort_cleanup UPDATE"

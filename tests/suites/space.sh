@@ -39,8 +39,16 @@ space_problem() {
 size() {
     sql "$db" "SELECT pg_total_relation_size('$table')"
 }
-contains() {
-    case "$1" in *"$2"*) echo yes ;; *) echo no ;; esac
+# check_space_given_back HOW BEFORE: after the fix HOW, run as given, the
+# table is less than half its BEFORE size, check() is quiet, and every live
+# session is there.
+check_space_given_back() {
+    local how=$1 before=$2
+    sql "$db" "ANALYZE authfort_refresh_tokens"
+    check "$how, as given, gives back more than half of the table" yes \
+        "$([ "$(size)" -lt "$((before / 2))" ] && echo yes || echo no)"
+    check "check() is quiet about space afterwards" "" "$(space_finding)"
+    check "and the live sessions are all there" 36000 "$(sql "$db" "SELECT count(*) FROM authfort_refresh_tokens")"
 }
 
 # clean_backlog: the night's rows, then the backlog; VACUUM ANALYZE as
@@ -86,12 +94,7 @@ check "and what VACUUM FULL costs: the lock and the disk" "yes|yes" \
 measure
 before=$(size)
 sql "$db" "${finding##*|}"
-sql "$db" "ANALYZE authfort_refresh_tokens"
-after=$(size)
-check "VACUUM FULL, as given, gives back more than half of the table" yes \
-    "$([ "$after" -lt "$((before / 2))" ] && echo yes || echo no)"
-check "check() is quiet about space afterwards" "" "$(space_finding)"
-check "and the live sessions are all there" 36000 "$(sql "$db" "SELECT count(*) FROM authfort_refresh_tokens")"
+check_space_given_back "VACUUM FULL" "$before"
 
 if [ -f "$(pg_config --pkglibdir)/pg_repack.so" ] && command -v pg_repack >/dev/null; then
     echo "pg_repack"
@@ -106,12 +109,7 @@ if [ -f "$(pg_config --pkglibdir)/pg_repack.so" ] && command -v pg_repack >/dev/
     # The command as given, with this cluster's connection options.
     eval "${finding##*|} --host=\"\$PGHOST\" --port=\"\$PGPORT\" --username=postgres" >/dev/null 2>&1 ||
         echo "  pg_repack failed"
-    sql "$db" "ANALYZE authfort_refresh_tokens"
-    after=$(size)
-    check "pg_repack, as given, gives back more than half of the table" yes \
-        "$([ "$after" -lt "$((before / 2))" ] && echo yes || echo no)"
-    check "check() is quiet about space afterwards" "" "$(space_finding)"
-    check "and the live sessions are all there" 36000 "$(sql "$db" "SELECT count(*) FROM authfort_refresh_tokens")"
+    check_space_given_back pg_repack "$before"
 else
     skip "pg_repack" "no pg_repack for PostgreSQL $pg_major here (only Debian's, for 15 and 17)"
 fi
