@@ -10,13 +10,15 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::check;
-use crate::engine::{self, GuardMode, Options, Position};
+use crate::engine::{self, GuardMode, Position};
 use crate::error;
 use crate::indexes;
 use crate::lock_waits;
+use crate::rule::Options;
 use crate::run;
 use crate::run_log::{self, Counts, RunStatus};
 use crate::status;
+use crate::table::{self, Table};
 use crate::targets::{self, Target};
 
 /// An argument with a default: the HINT says to leave it out.
@@ -79,7 +81,7 @@ fn options(
 }
 
 fn clean(target: &'static Target, options: Options) -> i64 {
-    bounded(|| engine::clean(&engine::resolve(target), &options))
+    bounded(|| engine::clean(&table::resolve(target), &options))
 }
 
 /// Deletes expired signing keys; AuthFort's `cleanup_expired_keys()`.
@@ -135,7 +137,7 @@ fn authfort_cleanup_preview() -> TableIterator<
         targets::ALL
             .into_iter()
             .map(|target| {
-                let table = engine::resolve(target);
+                let table = table::resolve(target);
                 let options = Options { dry_run: true, ..Options::default() };
                 (target.name.to_string(), engine::clean(&table, &options), engine::oldest_deletable(&table, &options))
             })
@@ -168,7 +170,7 @@ fn authfort_cleanup_batch(
         "Pass the run's keep_revoked_until_expired, true or false.",
     );
     let options = options(Some(grace), None, Some(false), Some(keep_revoked_until_expired));
-    let batch = bounded(|| engine::clean_batch(&engine::resolve(target), &options, position, batch_size));
+    let batch = bounded(|| engine::clean_batch(&table::resolve(target), &options, position, batch_size));
     TableIterator::once((batch.deleted, batch.kept, batch.next.map(|next| next.to_string())))
 }
 
@@ -180,7 +182,7 @@ fn authfort_cleanup_batch(
 fn authfort_cleanup_blocking_index(target: Option<&str>) -> Option<String> {
     let target = target_named(target);
     bounded(|| {
-        let table = engine::resolve(target);
+        let table = table::resolve(target);
         let missing = engine::guard_quadratic(&table, GuardMode::Check)?;
         if crate::settings::create_missing_indexes() {
             indexes::create(&table, &missing);
@@ -197,8 +199,8 @@ fn authfort_cleanup_blocking_index(target: Option<&str>) -> Option<String> {
 fn authfort_cleanup_create_indexes(time_indexes: default!(Option<bool>, "false")) -> SetOfIterator<'static, String> {
     let time_indexes = required(time_indexes, "time_indexes");
     let created = bounded(|| {
-        let tables: Vec<engine::Table> = targets::ALL.into_iter().map(engine::resolve).collect();
-        let mut wanted: Vec<(&engine::Table, indexes::IndexSpec)> = Vec::new();
+        let tables: Vec<Table> = targets::ALL.into_iter().map(table::resolve).collect();
+        let mut wanted: Vec<(&Table, indexes::IndexSpec)> = Vec::new();
         for table in &tables {
             wanted.extend(indexes::missing_self_reference_index(table).map(|index| (table, index)));
             if time_indexes {
@@ -209,7 +211,7 @@ fn authfort_cleanup_create_indexes(time_indexes: default!(Option<bool>, "false")
         }
         // Every check before the first build, so a refusal builds nothing.
         if !wanted.is_empty() {
-            engine::refuse_read_only("create indexes", "Create them in a read-write transaction on the primary.");
+            table::refuse_read_only("create indexes", "Create them in a read-write transaction on the primary.");
         }
         for (table, _) in &wanted {
             indexes::require_owner(table);
@@ -336,6 +338,6 @@ fn authfort_cleanup_record_run(
     }
     let started_at = required_or(started_at, "started_at", "Pass the clock_timestamp() taken when the run began.");
     run_log::require_past(started_at);
-    engine::refuse_read_only("write the run log", "Record the run in a read-write transaction on the primary.");
+    table::refuse_read_only("write the run log", "Record the run in a read-write transaction on the primary.");
     run_log::record(started_at, &counts, status, error, notes);
 }

@@ -2,12 +2,14 @@
 //! cleanup that stays fast and actually runs. Each finding carries one
 //! executable statement that fixes it, where one exists.
 
-use crate::engine::{self, Options, Table};
-use crate::indexes::{self, Arm};
+use crate::engine;
+use crate::indexes;
 use crate::query;
+use crate::rule::{Arm, Options};
 use crate::run_log;
 use crate::space;
 use crate::statistics;
+use crate::table::{self, Table};
 use crate::targets;
 
 /// More deletable rows than this in one target is a backlog worth a warning:
@@ -37,8 +39,8 @@ pub struct Finding {
 pub fn findings() -> Vec<Finding> {
     let mut findings = Vec::new();
     for target in targets::ALL {
-        let table = engine::resolve(target);
-        engine::require_privileges(&table, engine::READING_PRIVILEGES);
+        let table = table::resolve(target);
+        table::require_privileges(&table, table::READING_PRIVILEGES);
         findings.extend(time_index_findings(&table));
         if let Some(missing) = indexes::missing_self_reference_index(&table) {
             findings.push(Finding {

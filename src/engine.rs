@@ -1,5 +1,6 @@
-//! The deletion engine: finds a target's table under the schema setting,
-//! checks it, and deletes (or counts) the rows its rule selects.
+//! The deletion engine: deletes (or counts) the rows a target's rule
+//! selects, in one statement or in batches that each delete one expiry
+//! range through the time indexes, as a DBA would by hand.
 //!
 //! Rows an application transaction holds locked are left for the next run
 //! instead of making cleanup (and everything queued behind it) wait: a DELETE
@@ -15,279 +16,18 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::error;
-use crate::indexes::{self, Arm, IndexSpec};
+use crate::indexes::{self, IndexSpec};
 use crate::lock_waits;
 use crate::query;
+use crate::rule::{self, cutoff, rule_sql, Arm, Options};
 use crate::settings;
-use crate::targets::Target;
+use crate::table::{require_privileges, require_writable, Table, READING_PRIVILEGES};
 
 #[cfg(any(test, feature = "pg_test"))]
 mod property_test;
 mod walk;
 
 pub use walk::{clean_batch, invalid_position, Position, Tid};
-
-/// How a call narrows AuthFort's rule. `Options::default()` is AuthFort's rule
-/// exactly.
-pub struct Options {
-    /// Only rows that expired more than this long ago.
-    pub grace: Interval,
-    /// At most this many rows, oldest expiry first.
-    pub max_rows: Option<i64>,
-    pub dry_run: bool,
-    /// A revoked session waits until it has also expired (plus grace), so
-    /// AuthFort's theft detection keeps working for it until then.
-    pub keep_revoked_until_expired: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { grace: Interval::from_micros(0), max_rows: None, dry_run: false, keep_revoked_until_expired: false }
-    }
-}
-
-/// A target's table, found in the schema setting and checked against the
-/// columns the rule reads.
-pub struct Table {
-    pub target: &'static Target,
-    pub oid: pg_sys::Oid,
-    /// `schema.table`, each part quoted as an identifier.
-    pub qualified_name: String,
-}
-
-impl Table {
-    /// What a statement reads or deletes from: the table alone, never a
-    /// child, because a ctid names a row only within one relation.
-    pub fn only(&self) -> String {
-        format!("ONLY {}", self.qualified_name)
-    }
-}
-
-/// The target's table when it exists in the schema setting, unchecked.
-pub fn try_resolve(target: &'static Target) -> Option<Table> {
-    let schema = settings::authfort_schema();
-    let (oid, qualified_name) = query::two::<pg_sys::Oid, String>(
-        "SELECT c.oid, format('%I.%I', $1::text, $2::text) FROM (VALUES (1)) AS one
-           LEFT JOIN pg_namespace n ON n.nspname = $1
-           LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind = 'r'",
-        &[schema.as_str().into(), target.table.into()],
-    );
-    Some(Table { target, oid: oid?, qualified_name: qualified_name.unwrap_or_default() })
-}
-
-pub fn resolve(target: &'static Target) -> Table {
-    let schema = settings::authfort_schema();
-    let column_names: Vec<&str> = target.columns.iter().map(|column| column.name).collect();
-    let (schema_exists, oid, relkind, qualified_name, column_types) = error::spi(Spi::connect(|client| {
-        let row = client
-            .select(
-                // The type of each of the rule's columns, NULL where missing.
-                "SELECT n.oid IS NOT NULL, c.oid, c.relkind::text, format('%I.%I', $1::text, $2::text),
-                        ARRAY(SELECT (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                                       WHERE a.attrelid = c.oid AND a.attname = wanted.name
-                                         AND a.attnum > 0 AND NOT a.attisdropped)
-                                FROM unnest($3::text[]) WITH ORDINALITY AS wanted(name, position)
-                               ORDER BY wanted.position)
-                   FROM (VALUES (1)) AS one
-                   LEFT JOIN pg_namespace n ON n.nspname = $1
-                   LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
-                Some(1),
-                &[schema.as_str().into(), target.table.into(), column_names.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::SpiError>((
-            row.get::<bool>(1)?.unwrap_or(false),
-            row.get::<pg_sys::Oid>(2)?,
-            row.get::<String>(3)?,
-            row.get::<String>(4)?.unwrap_or_default(),
-            row.get::<Vec<Option<String>>>(5)?.unwrap_or_default(),
-        ))
-    }));
-    if !schema_exists {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
-            format!("schema \"{schema}\" named by authfort_cleanup.schema does not exist"),
-            "Set authfort_cleanup.schema to the schema that holds AuthFort's tables.",
-        );
-    }
-    let Some(oid) = oid else {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("relation {qualified_name} does not exist"),
-            "Run AuthFort's migrations (await auth.migrate()), or set authfort_cleanup.schema \
-             to the schema that holds AuthFort's tables.",
-        );
-    };
-    if relkind.as_deref() != Some("r") {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{qualified_name} is not a plain table"),
-            "authfort_cleanup works on the tables AuthFort's migrations create.",
-        );
-    }
-    for (column, actual_type) in target.columns.iter().zip(column_types) {
-        check_column(&qualified_name, column.name, column.sql_type, actual_type);
-    }
-    refuse_inheritance_children(&qualified_name, oid);
-    Table { target, oid, qualified_name }
-}
-
-/// A table with inheritance children is refused: AuthFort's own DELETE
-/// would reach into the children too, so cleaning the parent alone would not
-/// be AuthFort's cleanup, and cleaning the hierarchy would need every child
-/// to follow AuthFort's schema. Every statement also reads `ONLY` the table,
-/// so a child attached meanwhile is never touched.
-fn refuse_inheritance_children(qualified_name: &str, oid: pg_sys::Oid) {
-    let children = query::one::<String>(
-        "SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text)
-           FROM pg_inherits WHERE inhparent = $1",
-        &[oid.into()],
-    );
-    if let Some(children) = children {
-        error::raise_with_detail(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("{qualified_name} has inheritance children, which authfort_cleanup does not clean"),
-            format!("Its children: {children}."),
-            format!(
-                "Detach them (ALTER TABLE <child> NO INHERIT {qualified_name};) and clean them with a \
-                 DELETE of your own; authfort_cleanup then cleans {qualified_name} itself."
-            ),
-        );
-    }
-}
-
-fn check_column(qualified_name: &str, column: &str, expected_type: &str, actual_type: Option<String>) {
-    match actual_type {
-        None => error::raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!("column \"{column}\" of relation {qualified_name} does not exist"),
-            "The table does not have AuthFort 0.0.31's schema: run AuthFort's migrations.",
-        ),
-        Some(actual) if actual != expected_type => error::raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!("column \"{column}\" of relation {qualified_name} is of type {actual}, expected {expected_type}"),
-            "The table does not have AuthFort 0.0.31's schema: run AuthFort's migrations.",
-        ),
-        Some(_) => {}
-    }
-}
-
-/// The read-only HINT of a call that could count instead of deleting.
-pub const DRY_RUN_HINT: &str = "Run the cleanup in a read-write transaction, or pass dry_run => true to only count.";
-
-/// Refuses, before anything is locked or written, to write on a standby or in
-/// a read-only transaction. `action` says what would have been written
-/// ("delete from public.authfort_refresh_tokens"); `read_only_hint` what to
-/// do in a read-only transaction.
-pub fn refuse_read_only(action: &str, read_only_hint: &str) {
-    let (in_recovery, read_only) =
-        query::two::<bool, bool>("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean", &[]);
-    if in_recovery == Some(true) {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot {action} on a standby server"),
-            "Run authfort_cleanup on the primary; the standby receives its deletions through replication.",
-        );
-    }
-    if read_only == Some(true) {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot {action} in a read-only transaction"),
-            read_only_hint,
-        );
-    }
-}
-
-/// Refuses before anything is locked or deleted: on a standby, in a read-only
-/// transaction, or without the privileges the statement needs.
-fn require_writable(table: &Table) {
-    refuse_read_only(&format!("delete from {}", table.qualified_name), DRY_RUN_HINT);
-    require_privileges(table, DELETING_PRIVILEGES);
-}
-
-/// What deleting needs. UPDATE is what lets cleanup skip rows the
-/// application holds locked (`FOR UPDATE SKIP LOCKED`).
-pub const DELETING_PRIVILEGES: &[&str] = &["SELECT", "UPDATE", "DELETE"];
-
-/// Counting and previewing only read.
-pub const READING_PRIVILEGES: &[&str] = &["SELECT"];
-
-/// The privileges among `privileges` the current role lacks on `table`,
-/// comma-separated, or None.
-pub fn missing_privileges(table: &Table, privileges: &[&str]) -> Option<String> {
-    query::one::<String>(
-        "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
-           FROM unnest($2::text[]) WITH ORDINALITY AS p(privilege, ordinality)
-          WHERE NOT has_table_privilege($1, privilege)",
-        &[table.oid.into(), privileges.to_vec().into()],
-    )
-}
-
-/// Raises 42501 with the GRANT that fixes it, before PostgreSQL would raise
-/// its own error with no HINT halfway through.
-pub fn require_privileges(table: &Table, privileges: &[&str]) {
-    let Some(missing) = missing_privileges(table, privileges) else {
-        return;
-    };
-    let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
-    let needed = privileges.join(", ");
-    let why = if privileges == DELETING_PRIVILEGES {
-        " UPDATE is what lets it skip rows the application holds locked."
-    } else {
-        ""
-    };
-    error::raise_with_detail(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        format!("permission denied for table {}", table.qualified_name),
-        format!("This needs {needed} on it; {role} lacks {missing}.{why}"),
-        format!("GRANT {needed} ON TABLE {} TO {role};", table.qualified_name),
-    );
-}
-
-/// `now() - grace`, checked as the timestamp it is, not as the interval it
-/// came from: interval comparison counts a month as 30 days, while
-/// `now() - grace` uses calendar months, so `'-1 mon 30 days'` compares as
-/// zero yet puts the cutoff a day in the future. A cutoff after now() would
-/// delete live rows.
-pub fn cutoff(grace: Interval) -> TimestampWithTimeZone {
-    let (cutoff, error_text) = query::two::<TimestampWithTimeZone, String>(
-        // The outer bounds only keep `now() - grace` from overflowing; the
-        // cutoff itself decides.
-        "WITH computed AS (
-            SELECT CASE WHEN $1 BETWEEN interval '-1000 years' AND interval '1000 years' THEN now() - $1 END AS cutoff)
-         SELECT CASE WHEN cutoff <= now() AND cutoff >= now() - interval '100 years' THEN cutoff END,
-                CASE WHEN cutoff > now() OR (cutoff IS NULL AND $1 < interval '0')
-                     THEN 'It puts the cutoff, now() - grace, after now()'
-                     ELSE 'It puts the cutoff, now() - grace, more than 100 years back' END
-           FROM computed",
-        &[grace.into()],
-    );
-    match cutoff {
-        Some(cutoff) => cutoff,
-        None => error::raise_with_detail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "grace must be between 0 and 100 years",
-            format!("{}.", error_text.unwrap_or_default()),
-            "grace keeps rows that expired less than this long ago, for example grace => '7 days'; \
-             give it in one unit, without negative parts.",
-        ),
-    }
-}
-
-/// The WHERE clause that picks a target's deletable rows; `$1` is the cutoff.
-/// Column names come from `targets`, never from users.
-fn rule_sql(target: &Target, options: &Options) -> String {
-    let mut rule = format!("{} < $1", target.time_column);
-    if let Some(revoked) = target.revoked_column {
-        if !options.keep_revoked_until_expired {
-            rule = format!("({revoked} OR {rule})");
-        }
-    }
-    if let Some(protected) = target.protected_column {
-        rule = format!("{rule} AND NOT {protected}");
-    }
-    rule
-}
 
 /// The rows a one-shot statement takes: those the rule selects, and for
 /// `max_rows` the oldest first.
@@ -349,7 +89,6 @@ struct Picked {
     /// The last row it picked, in the walk's order: the next batch starts
     /// after it, so a row that survived its DELETE (a trigger that returned
     /// NULL, a rule, row security) is never picked again.
-    last_expiry: Option<TimestampWithTimeZone>,
     last_ctid: Option<Tid>,
 }
 
@@ -364,65 +103,162 @@ fn delete_picked(table: &Table, rule: &str, pick: &str, order: &str, parameters:
             "WITH picked AS MATERIALIZED ({pick}{lock}),
              deleted AS (
                  DELETE FROM {only} WHERE ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND {rule} RETURNING 1),
-             last AS (SELECT expiry, ctid FROM picked ORDER BY {order} DESC LIMIT 1)
-             SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM picked),
-                    (SELECT expiry FROM last), (SELECT ctid::text FROM last)"
+             last AS (SELECT ctid FROM picked ORDER BY {order} DESC LIMIT 1)
+             SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM picked), (SELECT ctid::text FROM last)"
         )
     };
     let (plain, skipping_locked) = (statement(""), statement(" FOR UPDATE SKIP LOCKED"));
     let execute = |sql: &str| {
-        let (deleted, picked, last_expiry, last_ctid) = error::spi(Spi::connect_mut(|client| {
+        let (deleted, picked, last_ctid) = error::spi(Spi::connect_mut(|client| {
             let row = client.update(sql, Some(1), parameters)?.first();
             Ok::<_, pgrx::spi::SpiError>((
                 row.get::<i64>(1)?.unwrap_or(0),
                 row.get::<i64>(2)?.unwrap_or(0),
-                row.get::<TimestampWithTimeZone>(3)?,
-                row.get::<String>(4)?,
+                row.get::<String>(3)?,
             ))
         }));
-        Picked { deleted, picked, last_expiry, last_ctid: last_ctid.as_deref().and_then(Tid::parse) }
+        Picked { deleted, picked, last_ctid: last_ctid.as_deref().and_then(Tid::parse) }
     };
     skipping_held_rows(|| execute(&plain), || execute(&skipping_locked))
 }
 
 /// Deletes at most `limit` rows of one arm of the rule, oldest first, from
 /// the rows after (`from`, `after`) in (time column, ctid) order, through the
-/// arm's index. Callers have checked `require_writable` first.
+/// arm's index: `max_rows`, which must stop at exactly its count. Callers
+/// have checked `require_writable` and taken the deleter lock first.
 ///
 /// Rows that share the last batch's expiry are neither skipped nor read
 /// twice: ctid breaks the tie.
 fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZone, after: Tid, limit: i64) -> Picked {
-    if !take_deleter_lock(table) {
-        return Picked { deleted: 0, picked: 0, last_expiry: None, last_ctid: None };
-    }
-    let target = table.target;
-    let time = target.time_column;
-    let rule = rule_sql(target, options);
-    let mut arm_filter = match (arm, target.revoked_column) {
-        (Arm::Revoked, Some(revoked)) => revoked.to_string(),
-        _ => format!("{time} < $1"),
-    };
-    if let Some(protected) = target.protected_column {
-        arm_filter.push_str(&format!(" AND NOT {protected}"));
-    }
+    let time = table.target.time_column;
     let pick = format!(
-        "SELECT ctid, {time} AS expiry FROM {} WHERE {arm_filter}
+        "SELECT ctid, {time} AS expiry FROM {} WHERE {}
             AND {time} >= $2 AND ({time} > $2 OR ctid > $3::text::tid)
           ORDER BY {time}, ctid LIMIT {limit}",
-        table.only()
+        table.only(),
+        arm.filter_sql(table.target),
     );
     let parameters: Vec<DatumWithOid> =
         vec![cutoff(options.grace).into(), from.into(), DatumWithOid::from(after.to_string().as_str())];
-    delete_picked(table, &rule, &pick, "expiry, ctid", &parameters)
+    delete_picked(table, &rule_sql(table.target, options), &pick, "expiry, ctid", &parameters)
+}
+
+/// Deletes at most `limit` rows of one arm that all expire at `at`, after
+/// ctid `after`, in ctid order: a batch's way through more rows sharing one
+/// expiry than a batch holds, which no expiry range can split.
+fn run_tie(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    at: TimestampWithTimeZone,
+    after: Tid,
+    limit: i64,
+) -> Picked {
+    let time = table.target.time_column;
+    let pick = format!(
+        "SELECT ctid, {time} AS expiry FROM {} WHERE {} AND {time} = $2 AND ctid > $3::text::tid
+          ORDER BY ctid LIMIT {limit}",
+        table.only(),
+        arm.filter_sql(table.target),
+    );
+    let parameters: Vec<DatumWithOid> = vec![cutoff.into(), at.into(), DatumWithOid::from(after.to_string().as_str())];
+    delete_picked(table, &rule_sql(table.target, options), &pick, "ctid", &parameters)
+}
+
+/// Where a batch starts within an arm: at an expiry, or just after it.
+#[derive(Clone, Copy)]
+struct RangeStart {
+    expiry: TimestampWithTimeZone,
+    inclusive: bool,
+}
+
+/// A batch's expiry range within an arm, from its start up to `end`.
+struct ExpiryRange {
+    /// The expiry of the row just past the batch's `limit` rows: the range
+    /// ends before it, so rows sharing it all fall to the next batch. None:
+    /// `limit` rows or fewer remain, and the range runs to the arm's end.
+    end: Option<TimestampWithTimeZone>,
+    /// The rows in the range when it was measured.
+    rows: i64,
+}
+
+impl RangeStart {
+    /// `time >= $2`, or `time > $2`.
+    fn condition(self, time: &str) -> String {
+        format!("{time} {} $2", if self.inclusive { ">=" } else { ">" })
+    }
+}
+
+/// Measures the expiry range of a batch of at most `limit` rows of `arm`
+/// from `start`, reading the arm's index alone (an index-only scan of
+/// `limit` + 1 entries): the batch then deletes by expiry, not by row
+/// address, so it costs what the same DELETE typed by hand costs. `cutoff`
+/// is the rule's, computed once for the batch.
+fn expiry_range(
+    table: &Table,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    start: RangeStart,
+    limit: i64,
+) -> ExpiryRange {
+    let time = table.target.time_column;
+    let (end, rows) = query::two::<TimestampWithTimeZone, i64>(
+        &format!(
+            "WITH ahead AS MATERIALIZED (
+                 SELECT {time} AS expiry FROM {only} WHERE {filter} AND {from} ORDER BY {time} LIMIT $3 + 1),
+             bound AS (SELECT CASE WHEN count(*) > $3 THEN max(expiry) END AS expiry FROM ahead)
+             SELECT bound.expiry, (SELECT count(*) FROM ahead WHERE bound.expiry IS NULL OR ahead.expiry < bound.expiry)
+               FROM bound",
+            only = table.only(),
+            filter = arm.filter_sql(table.target),
+            from = start.condition(time),
+        ),
+        &[cutoff.into(), start.expiry.into(), limit.min(i64::MAX - 1).into()],
+    );
+    ExpiryRange { end, rows: rows.unwrap_or(0) }
+}
+
+/// Deletes the rows of `arm` that the rule selects in the expiry range from
+/// `start` to `end` (open when None): `DELETE ... WHERE <rule> AND expires_at
+/// >= start AND expires_at < end`, read through the arm's index. Callers
+/// have checked `require_writable` and taken the deleter lock first.
+fn run_range(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    start: RangeStart,
+    end: Option<TimestampWithTimeZone>,
+) -> i64 {
+    let target = table.target;
+    let time = target.time_column;
+    let mut range = format!("{} AND {}", arm.filter_sql(target), start.condition(time));
+    let mut parameters: Vec<DatumWithOid> = vec![cutoff.into(), start.expiry.into()];
+    if let Some(end) = end {
+        range.push_str(&format!(" AND {time} < $3"));
+        parameters.push(end.into());
+    }
+    let range = format!("{range} AND {}", rule_sql(target, options));
+    let only = table.only();
+    let plain = format!("DELETE FROM {only} WHERE {range}");
+    let skipping_locked = format!(
+        "DELETE FROM {only} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {only} WHERE {range} FOR UPDATE SKIP LOCKED))
+            AND {range}"
+    );
+    let delete = |statement: &str| {
+        error::spi(Spi::connect_mut(|client| {
+            client.update(statement, None, &parameters).map(|deleted| deleted.len() as i64)
+        }))
+    };
+    skipping_held_rows(|| delete(&plain), || delete(&skipping_locked))
 }
 
 /// Deletes at most `limit` rows the rule selects among those at or after
 /// ctid `from` and before block `end`, in ctid order: a TID range scan, so a
-/// batch costs the same however large the table is.
+/// batch costs the same however large the table is. Callers have checked
+/// `require_writable` and taken the deleter lock first.
 fn run_blocks(table: &Table, options: &Options, from: Tid, end: u32, limit: i64) -> Picked {
-    if !take_deleter_lock(table) {
-        return Picked { deleted: 0, picked: 0, last_expiry: None, last_ctid: None };
-    }
     let rule = rule_sql(table.target, options);
     let pick = format!(
         "SELECT ctid, {time} AS expiry FROM {only} WHERE {rule}
@@ -477,27 +313,20 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
     }
     match options.max_rows {
         Some(max_rows) if !options.dry_run && indexes::rule_indexed(table, options) => {
+            if !take_deleter_lock(table) {
+                return 0;
+            }
             let mut deleted = 0;
-            for arm in indexes::arms(table, options) {
+            for arm in rule::arms(table.target, options) {
                 if deleted >= max_rows {
                     break;
                 }
                 deleted +=
-                    run_arm(table, options, arm, arm_start(options, arm), Tid::BEFORE_ALL, max_rows - deleted).deleted;
+                    run_arm(table, options, arm, arm.start(options), Tid::BEFORE_ALL, max_rows - deleted).deleted;
             }
             deleted
         }
         _ => run(table, options),
-    }
-}
-
-/// Where the walk of an arm begins: the expired rows from the oldest, the
-/// revoked ones from the cutoff (those before it are expired too, and the
-/// expired arm took them).
-fn arm_start(options: &Options, arm: Arm) -> TimestampWithTimeZone {
-    match arm {
-        Arm::Expired => TimestampWithTimeZone::negative_infinity(),
-        Arm::Revoked => cutoff(options.grace),
     }
 }
 

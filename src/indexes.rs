@@ -12,10 +12,11 @@
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use crate::engine::{Options, Table};
 use crate::error;
 use crate::lock_waits;
 use crate::query;
+use crate::rule::{self, Arm, Options};
+use crate::table::Table;
 
 /// An index cleanup wants, and the two ways to create it.
 pub struct IndexSpec {
@@ -47,35 +48,9 @@ impl IndexSpec {
     }
 }
 
-/// The part of a rule one index serves. A rule's rows are the union of its
-/// arms, and every row of the first arm expires before any row of the second,
-/// so walking the arms one after the other walks the rule oldest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arm {
-    /// Rows whose time column is before the cutoff, through an index on it.
-    Expired,
-    /// Revoked rows that have not expired yet, through a partial index on
-    /// the time column `WHERE revoked`.
-    Revoked,
-}
-
-/// The arms of the rule `options` select, in the order a walk takes them.
-pub fn arms(table: &Table, options: &Options) -> Vec<Arm> {
-    let deletes_revoked_early = table.target.revoked_column.is_some() && !options.keep_revoked_until_expired;
-    if deletes_revoked_early {
-        vec![Arm::Expired, Arm::Revoked]
-    } else {
-        vec![Arm::Expired]
-    }
-}
-
 /// The index an arm is walked through.
 pub fn arm_index(table: &Table, arm: Arm) -> IndexSpec {
-    let predicate = match arm {
-        Arm::Expired => None,
-        Arm::Revoked => table.target.revoked_column,
-    };
-    IndexSpec::new(table, table.target.time_column, predicate)
+    IndexSpec::new(table, table.target.time_column, arm.index_predicate(table.target))
 }
 
 /// Whether a valid btree index leads with the time column and has exactly the
@@ -83,10 +58,7 @@ pub fn arm_index(table: &Table, arm: Arm) -> IndexSpec {
 /// `Revoked` arm also needs the time column to be NOT NULL: it walks the
 /// index from the cutoff up, and a NULL would sit outside that range.
 fn arm_indexed(table: &Table, arm: Arm) -> bool {
-    let predicate = match arm {
-        Arm::Expired => None,
-        Arm::Revoked => table.target.revoked_column,
-    };
+    let predicate = arm.index_predicate(table.target);
     query::one::<bool>(
         "SELECT EXISTS (
             SELECT FROM pg_index i
@@ -105,12 +77,12 @@ fn arm_indexed(table: &Table, arm: Arm) -> bool {
 /// True when every arm of the rule has its index, so cleanup can read only
 /// the rows it deletes.
 pub fn rule_indexed(table: &Table, options: &Options) -> bool {
-    arms(table, options).into_iter().all(|arm| arm_indexed(table, arm))
+    rule::arms(table.target, options).into_iter().all(|arm| arm_indexed(table, arm))
 }
 
 /// The time indexes the rule lacks.
 pub fn missing_time_indexes(table: &Table, options: &Options) -> Vec<(Arm, IndexSpec)> {
-    arms(table, options)
+    rule::arms(table.target, options)
         .into_iter()
         .filter(|arm| !arm_indexed(table, *arm))
         .map(|arm| (arm, arm_index(table, arm)))

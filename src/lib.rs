@@ -1,8 +1,13 @@
 //! authfort_cleanup: AuthFort's three cleanup jobs, inside PostgreSQL.
 //!
 //! - `targets`: what expires, as data (table, time column, rule).
-//! - `engine`: finds and checks a target's table and deletes its rows.
+//! - `rule`: a target's rule narrowed by a call's options, as SQL, and the
+//!   arms the time indexes read it in.
+//! - `table`: a target's table, found, checked, and the checks before a call
+//!   reads or writes it.
 //! - `indexes`: the indexes cleanup leans on, found and created.
+//! - `engine`: deletes (or counts) the rows a rule selects, at once or in
+//!   batches.
 //! - `run` and `run_log`: a whole run under the overlap guard, and its log.
 //! - `check`: what would make cleanup slow or keep it from running.
 //! - `statistics`: how much of a table a rule selects, from ANALYZE's numbers.
@@ -20,12 +25,14 @@ mod error;
 mod indexes;
 mod lock_waits;
 mod query;
+mod rule;
 mod run;
 mod run_log;
 mod settings;
 mod space;
 mod statistics;
 mod status;
+mod table;
 mod targets;
 
 ::pgrx::pg_module_magic!(name, version);

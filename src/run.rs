@@ -6,11 +6,13 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use crate::engine::{self, Options};
+use crate::engine;
 use crate::error;
 use crate::query;
+use crate::rule::Options;
 use crate::run_log::{self, Counts, RunStatus};
 use crate::settings;
+use crate::table;
 use crate::targets;
 
 /// One key per AuthFort schema, so runs over different schemas don't exclude
@@ -27,7 +29,7 @@ pub fn all_in_one_transaction() -> Counts {
     let Some(started_at) = query::one::<TimestampWithTimeZone>("SELECT clock_timestamp()", &[]) else {
         error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "clock_timestamp() returned NULL", "This is a bug.");
     };
-    engine::refuse_read_only("delete from AuthFort's tables", engine::DRY_RUN_HINT);
+    table::refuse_read_only("delete from AuthFort's tables", table::DRY_RUN_HINT);
     let locked = query::one::<bool>("SELECT pg_try_advisory_xact_lock($1)", &[lock_key().into()]);
     if locked != Some(true) {
         notice!("authfort_cleanup: another cleanup run is in progress; this one skipped");
@@ -35,7 +37,7 @@ pub fn all_in_one_transaction() -> Counts {
         return Counts::default();
     }
     let [keys, tokens, sessions] =
-        targets::ALL.map(|target| engine::clean(&engine::resolve(target), &Options::default()));
+        targets::ALL.map(|target| engine::clean(&table::resolve(target), &Options::default()));
     let counts = Counts { keys, tokens, sessions };
     run_log::record(started_at, &counts, RunStatus::Ok, None, None);
     counts
@@ -68,10 +70,10 @@ pub fn require_run_privileges() {
     let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
     let mut grants = Vec::new();
     for target in targets::ALL {
-        let Some(table) = engine::try_resolve(target) else {
+        let Some(table) = table::try_resolve(target) else {
             continue;
         };
-        if engine::missing_privileges(&table, engine::DELETING_PRIVILEGES).is_some() {
+        if table::missing_privileges(&table, table::DELETING_PRIVILEGES).is_some() {
             grants.push(format!("GRANT SELECT, UPDATE, DELETE ON TABLE {} TO {role};", table.qualified_name));
         }
     }

@@ -10,8 +10,8 @@
 //! and pgstattuple need not be installed; doc/monitoring.md says how close
 //! it comes to pgstattuple's exact count.
 
-use crate::engine::Table;
 use crate::query;
+use crate::table::Table;
 
 /// A table, its indexes included: what it takes on disk, and an estimate of
 /// what its live rows alone would take, rewritten.

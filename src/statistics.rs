@@ -2,8 +2,9 @@
 //! statistics ANALYZE keeps (`pg_class.reltuples`, `pg_stats`), so asking
 //! costs the same on a table of ten rows or ten billion: nothing is scanned.
 
-use crate::engine::{Options, Table};
 use crate::query;
+use crate::rule::Options;
+use crate::table::Table;
 
 /// A table's size and the share of it a rule selects now.
 pub struct Estimate {

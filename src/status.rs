@@ -7,6 +7,7 @@ use pgrx::datum::Interval;
 
 use crate::engine;
 use crate::indexes;
+use crate::table;
 use crate::targets::{self, Target};
 
 pub struct TargetStatus {
@@ -24,7 +25,7 @@ pub fn all() -> Vec<TargetStatus> {
 }
 
 fn of(target: &'static Target) -> TargetStatus {
-    let table = engine::resolve(target);
+    let table = table::resolve(target);
     let census = engine::census(&table);
     TargetStatus {
         target,

@@ -199,6 +199,9 @@ async def seed_sessions(session: Session, tag: str, chains: int, length: int, ab
 
     Rows go in in time order (all first tokens, then all second ones, ...),
     so a token's predecessor sits earlier in the heap, as in real tables.
+    Expiries spread over ten minutes, a few dozen rows sharing each second:
+    batches through the time indexes each delete a range of expiries, and
+    never split the rows of one.
     """
     latest_expiry = "now() - interval '1 day'" if abandoned else "now() + interval '30 days'"
     await session.execute(f"""
@@ -208,8 +211,8 @@ async def seed_sessions(session: Session, tag: str, chains: int, length: int, ab
                md5(format('hash-%s-%s-%s', $1::text, c, p)),
                md5(format('%s-%s-1', $1::text, c))::uuid,
                CASE WHEN p = $4 THEN {latest_expiry}
-                    WHEN (c + p) % 3 = 0 THEN now() - interval '2 days'
-                    ELSE now() + interval '30 days' END,
+                    WHEN (c + p) % 3 = 0 THEN now() - interval '2 days' - interval '1 second' * ((c * 7 + p) % 600)
+                    ELSE now() + interval '30 days' + interval '1 second' * ((c * 7 + p) % 600) END,
                now() - interval '40 days',
                p < $4,
                CASE WHEN p < $4 THEN md5(format('%s-%s-%s', $1::text, c, p + 1))::uuid END

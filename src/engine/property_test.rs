@@ -8,7 +8,8 @@ use pgrx::prelude::*;
 #[pg_schema]
 mod tests {
     use crate::engine::*;
-    use crate::targets::{self, KEYS, SESSIONS, TOKENS};
+    use crate::table::resolve;
+    use crate::targets::{self, Target, KEYS, SESSIONS, TOKENS};
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
 

@@ -1,17 +1,20 @@
-//! The batched procedure's walk over a table: each batch starts after the
-//! last row the one before it picked, and says where the next one starts.
-//! Through the time indexes a batch reads the next rows by expiry; without
-//! them, the next range of heap blocks. Either way no batch starts over, and
-//! no row is picked twice, so a run's cost stays linear in what it reads and
-//! a row that survives its DELETE cannot stall it.
+//! The batched procedure's walk over a table: each batch starts where the
+//! one before it ended, and says where the next one starts. Through the time
+//! indexes a batch deletes the next range of expiries, sized to hold at most
+//! a batch of rows; without them, the next range of heap blocks. Either way
+//! no batch starts over, and no row is read by two batches, so a run's cost
+//! stays linear in what it reads and a row that survives its DELETE cannot
+//! stall it.
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
-use super::{arm_start, require_writable, run_arm, run_blocks, Options, Picked, Table};
+use super::{expiry_range, run_blocks, run_range, run_tie, take_deleter_lock, Picked, RangeStart};
 use crate::error;
-use crate::indexes::{self, Arm};
+use crate::indexes;
 use crate::query;
+use crate::rule::{self, Arm, Options};
+use crate::table::{require_writable, Table};
 
 /// A row's physical address. A ctid names a row only within one relation,
 /// which is why every statement reads `ONLY` the table.
@@ -24,6 +27,8 @@ pub struct Tid {
 impl Tid {
     /// Before every row: offsets start at 1.
     pub const BEFORE_ALL: Tid = Tid { block: 0, offset: 0 };
+    /// After every row: no block has the largest number.
+    pub const AFTER_ALL: Tid = Tid { block: u32::MAX, offset: u16::MAX };
 
     /// Parses PostgreSQL's text form, `(block,offset)`.
     pub fn parse(text: &str) -> Option<Self> {
@@ -55,7 +60,9 @@ pub enum Position {
     Blocks(Tid),
     /// An arm's rows after this (expiry, ctid), the expiry in PostgreSQL's
     /// microseconds since 2000-01-01, through the arm's index: batches read
-    /// what they delete.
+    /// what they delete. `Tid::BEFORE_ALL` starts at the expiry,
+    /// `Tid::AFTER_ALL` just after it, and any other ctid within the rows
+    /// that share it.
     Arm(Arm, i64, Tid),
 }
 
@@ -100,9 +107,9 @@ impl Position {
     /// whatever happens to the indexes meanwhile; either walk deletes the
     /// same rows.
     fn start(table: &Table, options: &Options) -> Self {
-        match indexes::arms(table, options).first() {
+        match rule::arms(table.target, options).first() {
             Some(arm) if indexes::rule_indexed(table, options) => {
-                Position::Arm(*arm, arm_start(options, *arm).into(), Tid::BEFORE_ALL)
+                Position::Arm(*arm, arm.start(options).into(), Tid::BEFORE_ALL)
             }
             _ => Position::Blocks(Tid::BEFORE_ALL),
         }
@@ -129,34 +136,76 @@ impl Batch {
 /// `position` (None: the start).
 pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>, batch_size: i64) -> Batch {
     require_writable(table);
-    match position.unwrap_or_else(|| Position::start(table, options)) {
+    let position = position.unwrap_or_else(|| Position::start(table, options));
+    // A position never widens what the options allow: the revoked arm exists
+    // only where revoked rows go before they expire.
+    if let Position::Arm(arm, ..) = position {
+        if !rule::arms(table.target, options).contains(&arm) {
+            invalid_position(&position.to_string());
+        }
+    }
+    // Another statement is deleting from the table: this run leaves it be.
+    if !take_deleter_lock(table) {
+        return Batch { deleted: 0, kept: 0, next: None };
+    }
+    match position {
         Position::Blocks(from) => clean_blocks(table, options, from, batch_size),
-        position @ Position::Arm(arm, from, after) => {
-            // A position never widens what the options allow: the revoked
-            // arm exists only where revoked rows go before they expire.
-            if !indexes::arms(table, options).contains(&arm) {
-                invalid_position(&position.to_string());
+        Position::Arm(arm, from, after) => clean_arm(table, options, arm, from, after, batch_size),
+    }
+}
+
+/// A batch through an arm's index: the next expiry range that holds at most
+/// `batch_size` rows, deleted as one `DELETE ... WHERE <rule> AND expiry in
+/// the range`. Only where more than a batch of rows share one expiry does a
+/// batch pick them by ctid instead. The batch that reaches the arm's end
+/// hands over to the next arm, if the rule has one, from that arm's start.
+fn clean_arm(table: &Table, options: &Options, arm: Arm, from: i64, after: Tid, batch_size: i64) -> Batch {
+    let Ok(expiry) = TimestampWithTimeZone::try_from(from) else {
+        invalid_position(&Position::Arm(arm, from, after).to_string())
+    };
+    if after != Tid::BEFORE_ALL && after != Tid::AFTER_ALL {
+        return clean_tie(table, options, arm, expiry, after, batch_size);
+    }
+    let cutoff = rule::cutoff(options.grace);
+    let start = RangeStart { expiry, inclusive: after == Tid::BEFORE_ALL };
+    let range = expiry_range(table, arm, cutoff, start, batch_size);
+    match range.end {
+        // More than a batch of rows share the expiry the range would end at.
+        Some(end) if range.rows == 0 => clean_tie(table, options, arm, end, Tid::BEFORE_ALL, batch_size),
+        Some(end) => {
+            let deleted = run_range(table, options, arm, cutoff, start, Some(end));
+            Batch {
+                deleted,
+                kept: (range.rows - deleted).max(0),
+                next: Some(Position::Arm(arm, end.into(), Tid::BEFORE_ALL)),
             }
-            clean_arm(table, options, arm, from, after, batch_size)
+        }
+        None => {
+            let deleted = run_range(table, options, arm, cutoff, start, None);
+            let arms = rule::arms(table.target, options);
+            let next_arm = arms.iter().skip_while(|each| **each != arm).nth(1);
+            let next = next_arm.map(|next| Position::Arm(*next, next.start(options).into(), Tid::BEFORE_ALL));
+            Batch { deleted, kept: (range.rows - deleted).max(0), next }
         }
     }
 }
 
-/// A batch through an arm's index. A batch that picked fewer rows than it
-/// could has walked its arm to the end; the next arm, if the rule has one,
-/// starts at this batch's cutoff.
-fn clean_arm(table: &Table, options: &Options, arm: Arm, from: i64, after: Tid, batch_size: i64) -> Batch {
-    let Ok(from_time) = TimestampWithTimeZone::try_from(from) else {
-        invalid_position(&Position::Arm(arm, from, after).to_string())
+/// A batch through rows that all expire at `expiry`, after ctid `after`; the
+/// batch after the last of them goes on just after that expiry.
+fn clean_tie(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    expiry: TimestampWithTimeZone,
+    after: Tid,
+    batch_size: i64,
+) -> Batch {
+    let picked = run_tie(table, options, arm, rule::cutoff(options.grace), expiry, after, batch_size);
+    let next = match picked.last_ctid {
+        Some(last) if picked.picked >= batch_size => last,
+        _ => Tid::AFTER_ALL,
     };
-    let batch = run_arm(table, options, arm, from_time, after, batch_size);
-    if let (true, Some(last_expiry), Some(last_ctid)) = (batch.picked >= batch_size, batch.last_expiry, batch.last_ctid)
-    {
-        return Batch::of(&batch, Some(Position::Arm(arm, last_expiry.into(), last_ctid)));
-    }
-    let arms = indexes::arms(table, options);
-    let next_arm = arms.iter().skip_while(|each| **each != arm).nth(1);
-    Batch::of(&batch, next_arm.map(|next| Position::Arm(*next, arm_start(options, *next).into(), Tid::BEFORE_ALL)))
+    Batch::of(&picked, Some(Position::Arm(arm, expiry.into(), next)))
 }
 
 /// A batch over a range of heap blocks: at most `batch_size` rows from ctid

@@ -53,7 +53,9 @@ SELECT authfort_cleanup_create_indexes(time_indexes => true);
 SELECT authfort_cleanup_create_indexes(time_indexes => true);
 SELECT * FROM pg_temp.time_index_advice;
 
--- Batches walk the indexes forward: expired rows first, then revoked ones.
+-- Batches walk the indexes forward: expired rows first, then revoked ones,
+-- each batch a range of expiries that holds at most 700 rows. Rows that
+-- share an expiry (an hour here) fall in the same batch.
 SELECT count(*) AS deletable FROM authfort_refresh_tokens WHERE revoked OR expires_at < now();
 CREATE TEMP TABLE walk AS
 WITH RECURSIVE batches(number, deleted, next_position) AS (
@@ -91,6 +93,33 @@ SELECT md5('tie-' || i)::uuid, '00000000-0000-0000-0000-000000000001', 'tie-' ||
 CALL authfort_cleanup_run(batch_size => 1000);
 SELECT sessions, status FROM authfort_cleanup_runs ORDER BY id DESC LIMIT 1;
 SELECT count(*) AS left_after_ties FROM authfort_refresh_tokens;
+
+-- The same batch by batch, with rows before and after the tie: a range up
+-- to the tied expiry, the tied rows 1,000 at a time by ctid, then a range
+-- after them; each row is deleted once.
+TRUNCATE authfort_refresh_tokens;
+INSERT INTO authfort_refresh_tokens (id, user_id, token_hash, expires_at, created_at, revoked)
+SELECT md5('tie-' || i)::uuid, '00000000-0000-0000-0000-000000000001', 'tie-' || i,
+       CASE WHEN i <= 5 THEN timestamptz '2025-12-31 00:00+00' + interval '1 minute' * i
+            WHEN i <= 2505 THEN timestamptz '2026-01-01 00:00+00'
+            WHEN i <= 2510 THEN timestamptz '2026-01-02 00:00+00' + interval '1 minute' * i
+            ELSE now() + interval '1 day' END, now(), false
+  FROM generate_series(1, 2600) AS i;
+CREATE TEMP TABLE tie_walk AS
+WITH RECURSIVE batches(number, deleted, kept, next_position) AS (
+    SELECT 1, b.deleted, b.kept, b.next_position FROM authfort_cleanup_batch('sessions', NULL, 1000, '0', true) AS b
+    UNION ALL
+    SELECT number + 1, b.deleted, b.kept, b.next_position
+      FROM batches, LATERAL authfort_cleanup_batch('sessions', batches.next_position, 1000, '0', true) AS b
+     WHERE batches.next_position IS NOT NULL)
+SELECT number, deleted, kept,
+       CASE WHEN next_position IS NULL THEN 'done'
+            WHEN next_position LIKE '% (0,0)' THEN 'at an expiry'
+            WHEN next_position LIKE '% (4294967295,65535)' THEN 'just after an expiry'
+            ELSE 'within a tie' END AS next
+  FROM batches;
+SELECT * FROM tie_walk ORDER BY number;
+SELECT count(*) AS left_after_the_tie_walk FROM authfort_refresh_tokens;
 
 -- The same with the functions on keys and tokens, which have one arm.
 INSERT INTO authfort_verification_tokens (id, user_id, token_hash, type, expires_at, created_at)
