@@ -69,6 +69,10 @@ DECLARE
     failed_hint text;
     deadline timestamptz;
     log_failure text;
+    -- A batch that lost a deadlock is run again, this many times at most.
+    deadlock_retries_allowed constant integer := 3;
+    batch_deadlocks integer := 0;
+    deadlock_retries integer := 0;
 BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
         RAISE NOTICE 'authfort_cleanup: this server is a standby; nothing to do'
@@ -142,11 +146,29 @@ BEGIN
                         out_of_time := COALESCE(pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline, false);
                     END IF;
                 END IF;
-            EXCEPTION WHEN OTHERS OR query_canceled THEN
-                GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT,
-                                        failed_detail = PG_EXCEPTION_DETAIL, failed_hint = PG_EXCEPTION_HINT;
+            EXCEPTION
+                -- Another statement deleting from the same table (AuthFort's
+                -- own cleanup takes none of our locks) crossed this batch in
+                -- the ON DELETE SET NULL trigger, and PostgreSQL made this
+                -- batch give way. The block rolled it back whole, so it runs
+                -- again from the same position, once the other has moved on.
+                WHEN deadlock_detected THEN
+                    batch_deadlocks := batch_deadlocks OPERATOR(pg_catalog.+) 1;
+                    IF batch_deadlocks OPERATOR(pg_catalog.>) deadlock_retries_allowed THEN
+                        GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT,
+                                                failed_detail = PG_EXCEPTION_DETAIL, failed_hint = PG_EXCEPTION_HINT;
+                    ELSE
+                        deadlock_retries := deadlock_retries OPERATOR(pg_catalog.+) 1;
+                        RAISE NOTICE 'authfort_cleanup: a batch of % lost a deadlock; running it again', targets[position];
+                        PERFORM pg_catalog.pg_sleep(0.1 OPERATOR(pg_catalog.*) batch_deadlocks);
+                        CONTINUE;
+                    END IF;
+                WHEN OTHERS OR query_canceled THEN
+                    GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE, failed_message = MESSAGE_TEXT,
+                                            failed_detail = PG_EXCEPTION_DETAIL, failed_hint = PG_EXCEPTION_HINT;
             END;
             EXIT each_target WHEN failed_state IS NOT NULL OR lost_lock;
+            batch_deadlocks := 0;
             COMMIT;
             EXIT each_target WHEN out_of_time;
         END LOOP;
@@ -161,9 +183,15 @@ BEGIN
     FOR position IN 1 .. 3 LOOP
         IF kept_counts[position] OPERATOR(pg_catalog.>) 0 THEN
             notes := notes OPERATOR(pg_catalog.||) pg_catalog.format(
-                '%s %s could not be deleted (a trigger, rule or row security kept them)', kept_counts[position], targets[position]);
+                '%s %s picked but not deleted (a trigger, rule or row security kept them, or another statement deleted or changed them first)',
+                kept_counts[position], targets[position]);
         END IF;
     END LOOP;
+    IF deadlock_retries OPERATOR(pg_catalog.>) 0 THEN
+        notes := notes OPERATOR(pg_catalog.||) pg_catalog.format(
+            '%s %s retried after a deadlock with another statement deleting from the same table',
+            deadlock_retries, CASE WHEN deadlock_retries OPERATOR(pg_catalog.=) 1 THEN 'batch' ELSE 'batches' END);
+    END IF;
     IF lost_lock THEN
         notes := notes OPERATOR(pg_catalog.||) 'stopped: another run took over between two batches'::text;
     END IF;

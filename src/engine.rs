@@ -11,8 +11,11 @@
 //! references a deleted session waits if the application holds that row;
 //! `authfort_cleanup.lock_timeout` bounds it.
 
+use std::panic::AssertUnwindSafe;
+
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::error;
@@ -76,8 +79,32 @@ fn run(table: &Table, options: &Options) -> i64 {
 /// `skipping_locked` instead. Rows the application holds are rare among
 /// expired ones, and locking every row first (`FOR UPDATE SKIP LOCKED`) costs
 /// a second write per row, so only a held row makes cleanup pay for that.
+///
+/// A deadlock keeps PostgreSQL's error, with a HINT to run again: another
+/// statement deleting from the same table crossed this one in the ON DELETE
+/// SET NULL trigger, such as AuthFort's own cleanup, which takes none of the
+/// extension's locks. (The procedure runs such a batch again by itself.)
 fn skipping_held_rows<T>(plain: impl FnOnce() -> T, skipping_locked: impl FnOnce() -> T) -> T {
-    lock_waits::bounded(|| lock_waits::forbidden(plain).unwrap_or_else(skipping_locked))
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        lock_waits::bounded(|| lock_waits::forbidden(plain).unwrap_or_else(skipping_locked))
+    }))
+    .catch_when(PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, |caught| match caught {
+        CaughtError::PostgresError(report) => {
+            let hint = "Run the cleanup again. Another statement was deleting from the same table at the same \
+                        time, such as AuthFort's own cleanup_expired_sessions(): schedule the two apart.";
+            match report.detail() {
+                Some(detail) => error::raise_with_detail(
+                    PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
+                    report.message(),
+                    detail,
+                    hint,
+                ),
+                None => error::raise(PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, report.message(), hint),
+            }
+        }
+        other => other.rethrow(),
+    })
+    .execute()
 }
 
 /// What one batch statement did.
@@ -129,7 +156,15 @@ fn delete_picked(table: &Table, rule: &str, pick: &str, order: &str, parameters:
 ///
 /// Rows that share the last batch's expiry are neither skipped nor read
 /// twice: ctid breaks the tie.
-fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZone, after: Tid, limit: i64) -> Picked {
+fn run_arm(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    from: TimestampWithTimeZone,
+    after: Tid,
+    limit: i64,
+) -> Picked {
     let time = table.target.time_column;
     let pick = format!(
         "SELECT ctid, {time} AS expiry FROM {} WHERE {}
@@ -139,7 +174,7 @@ fn run_arm(table: &Table, options: &Options, arm: Arm, from: TimestampWithTimeZo
         arm.filter_sql(table.target),
     );
     let parameters: Vec<DatumWithOid> =
-        vec![cutoff(options.grace).into(), from.into(), DatumWithOid::from(after.to_string().as_str())];
+        vec![cutoff.into(), from.into(), DatumWithOid::from(after.to_string().as_str())];
     delete_picked(table, &rule_sql(table.target, options), &pick, "expiry, ctid", &parameters)
 }
 
@@ -195,13 +230,7 @@ impl RangeStart {
 /// `limit` + 1 entries): the batch then deletes by expiry, not by row
 /// address, so it costs what the same DELETE typed by hand costs. `cutoff`
 /// is the rule's, computed once for the batch.
-fn expiry_range(
-    table: &Table,
-    arm: Arm,
-    cutoff: TimestampWithTimeZone,
-    start: RangeStart,
-    limit: i64,
-) -> ExpiryRange {
+fn expiry_range(table: &Table, arm: Arm, cutoff: TimestampWithTimeZone, start: RangeStart, limit: i64) -> ExpiryRange {
     let time = table.target.time_column;
     let (end, rows) = query::two::<TimestampWithTimeZone, i64>(
         &format!(
@@ -258,7 +287,14 @@ fn run_range(
 /// ctid `from` and before block `end`, in ctid order: a TID range scan, so a
 /// batch costs the same however large the table is. Callers have checked
 /// `require_writable` and taken the deleter lock first.
-fn run_blocks(table: &Table, options: &Options, from: Tid, end: u32, limit: i64) -> Picked {
+fn run_blocks(
+    table: &Table,
+    options: &Options,
+    cutoff: TimestampWithTimeZone,
+    from: Tid,
+    end: u32,
+    limit: i64,
+) -> Picked {
     let rule = rule_sql(table.target, options);
     let pick = format!(
         "SELECT ctid, {time} AS expiry FROM {only} WHERE {rule}
@@ -267,11 +303,8 @@ fn run_blocks(table: &Table, options: &Options, from: Tid, end: u32, limit: i64)
         only = table.only()
     );
     let end = Tid { block: end, offset: 0 }.to_string();
-    let parameters: Vec<DatumWithOid> = vec![
-        cutoff(options.grace).into(),
-        DatumWithOid::from(from.to_string().as_str()),
-        DatumWithOid::from(end.as_str()),
-    ];
+    let parameters: Vec<DatumWithOid> =
+        vec![cutoff.into(), DatumWithOid::from(from.to_string().as_str()), DatumWithOid::from(end.as_str())];
     delete_picked(table, &rule, &pick, "ctid", &parameters)
 }
 
@@ -313,6 +346,9 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
     }
     match options.max_rows {
         Some(max_rows) if !options.dry_run && indexes::rule_indexed(table, options) => {
+            // Checked first, so a grace that puts the cutoff after now() is
+            // refused even where another deleter makes this call give way.
+            let cutoff = cutoff(options.grace);
             if !take_deleter_lock(table) {
                 return 0;
             }
@@ -321,8 +357,8 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
                 if deleted >= max_rows {
                     break;
                 }
-                deleted +=
-                    run_arm(table, options, arm, arm.start(options), Tid::BEFORE_ALL, max_rows - deleted).deleted;
+                let from = arm.start(options);
+                deleted += run_arm(table, options, arm, cutoff, from, Tid::BEFORE_ALL, max_rows - deleted).deleted;
             }
             deleted
         }

@@ -136,6 +136,9 @@ impl Batch {
 /// `position` (None: the start).
 pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>, batch_size: i64) -> Batch {
     require_writable(table);
+    // Checked first, so a grace that puts the cutoff after now() is refused
+    // even by a batch that gives way to another deleter.
+    let cutoff = rule::cutoff(options.grace);
     let position = position.unwrap_or_else(|| Position::start(table, options));
     // A position never widens what the options allow: the revoked arm exists
     // only where revoked rows go before they expire.
@@ -149,8 +152,8 @@ pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>,
         return Batch { deleted: 0, kept: 0, next: None };
     }
     match position {
-        Position::Blocks(from) => clean_blocks(table, options, from, batch_size),
-        Position::Arm(arm, from, after) => clean_arm(table, options, arm, from, after, batch_size),
+        Position::Blocks(from) => clean_blocks(table, options, cutoff, from, batch_size),
+        Position::Arm(arm, from, after) => clean_arm(table, options, arm, cutoff, from, after, batch_size),
     }
 }
 
@@ -159,19 +162,26 @@ pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>,
 /// the range`. Only where more than a batch of rows share one expiry does a
 /// batch pick them by ctid instead. The batch that reaches the arm's end
 /// hands over to the next arm, if the rule has one, from that arm's start.
-fn clean_arm(table: &Table, options: &Options, arm: Arm, from: i64, after: Tid, batch_size: i64) -> Batch {
+fn clean_arm(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    from: i64,
+    after: Tid,
+    batch_size: i64,
+) -> Batch {
     let Ok(expiry) = TimestampWithTimeZone::try_from(from) else {
         invalid_position(&Position::Arm(arm, from, after).to_string())
     };
     if after != Tid::BEFORE_ALL && after != Tid::AFTER_ALL {
-        return clean_tie(table, options, arm, expiry, after, batch_size);
+        return clean_tie(table, options, arm, cutoff, expiry, after, batch_size);
     }
-    let cutoff = rule::cutoff(options.grace);
     let start = RangeStart { expiry, inclusive: after == Tid::BEFORE_ALL };
     let range = expiry_range(table, arm, cutoff, start, batch_size);
     match range.end {
         // More than a batch of rows share the expiry the range would end at.
-        Some(end) if range.rows == 0 => clean_tie(table, options, arm, end, Tid::BEFORE_ALL, batch_size),
+        Some(end) if range.rows == 0 => clean_tie(table, options, arm, cutoff, end, Tid::BEFORE_ALL, batch_size),
         Some(end) => {
             let deleted = run_range(table, options, arm, cutoff, start, Some(end));
             Batch {
@@ -196,11 +206,12 @@ fn clean_tie(
     table: &Table,
     options: &Options,
     arm: Arm,
+    cutoff: TimestampWithTimeZone,
     expiry: TimestampWithTimeZone,
     after: Tid,
     batch_size: i64,
 ) -> Batch {
-    let picked = run_tie(table, options, arm, rule::cutoff(options.grace), expiry, after, batch_size);
+    let picked = run_tie(table, options, arm, cutoff, expiry, after, batch_size);
     let next = match picked.last_ctid {
         Some(last) if picked.picked >= batch_size => last,
         _ => Tid::AFTER_ALL,
@@ -211,7 +222,7 @@ fn clean_tie(
 /// A batch over a range of heap blocks: at most `batch_size` rows from ctid
 /// `from` on, within as many blocks as should hold `batch_size` rows, and
 /// never past the table's end however large `batch_size` is.
-fn clean_blocks(table: &Table, options: &Options, from: Tid, batch_size: i64) -> Batch {
+fn clean_blocks(table: &Table, options: &Options, cutoff: TimestampWithTimeZone, from: Tid, batch_size: i64) -> Batch {
     let (block_count, rows_per_block) = query::two::<i64, f64>(
         "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
                 CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages ELSE 0 END
@@ -229,7 +240,7 @@ fn clean_blocks(table: &Table, options: &Options, from: Tid, batch_size: i64) ->
     let end = i64::from(from.block).saturating_add(span).min(block_count);
     // A block number is 32 bits, and end is within the table.
     let end = u32::try_from(end).unwrap_or(u32::MAX);
-    let batch: Picked = run_blocks(table, options, from, end, batch_size);
+    let batch: Picked = run_blocks(table, options, cutoff, from, end, batch_size);
     // A full batch may have left rows in its blocks: go on after its last.
     let next = match batch.last_ctid {
         Some(last) if batch.picked >= batch_size => last.next(),
