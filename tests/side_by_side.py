@@ -8,12 +8,12 @@ extension's advisory locks, so the two can delete sessions at the same moment,
 and two such statements can deadlock inside PostgreSQL's ON DELETE SET NULL
 trigger on replaced_by. This runs them together and checks what matters:
 
-1. Loops, for DURATION seconds. A writer keeps the sessions table
-   rotation-heavy (refreshes that revoke the old token and point its
-   replaced_by at the new one, sign-ins, logouts, abandoned chains already
-   expired, some links crossing chains, every round's rows in shuffled heap
-   order, and every BURST_PAUSE a burst of abandoned chains so that the next
-   statements are long). Meanwhile, each on its own connection:
+1. Loops, for DURATION seconds. A writer (through parts 1 and 2) keeps the
+   sessions table rotation-heavy (refreshes that revoke the old token and
+   point its replaced_by at the new one, sign-ins, logouts, abandoned chains
+   already expired, some links crossing chains, every round's rows in
+   shuffled heap order, and every BURST_PAUSE a burst of abandoned chains so
+   that the next statements are long). Meanwhile, each on its own connection:
 
      authfort   AuthFort 0.0.31's real cleanup_expired_sessions(), on its own engine
      procedure  CALL authfort_cleanup_run(batch_size => 200)   (autocommit)
@@ -22,8 +22,12 @@ trigger on replaced_by. This runs them together and checks what matters:
    A monitor samples pg_stat_activity meanwhile, so the test shows that the
    two sides really overlapped (both mid-statement at once, one waiting on a
    lock the other holds), not only that nothing went wrong.
-2. Staged crossings: the interleaving the loops meet only now and then, made
-   certain with an application's row lock (see staged_crossing()), once
+2. The recipe that keeps them apart, for RECIPE_DURATION seconds: AuthFort's
+   job holds the advisory lock of the extension's runs while it deletes
+   (cleanup_sessions_apart()), beside the procedure's loop. They must meet
+   at that lock and never in a lock wait.
+3. Staged crossings: the interleaving the loops meet only now and then, made
+   certain with an application's row lock (see stage_crossing()), once
    against each of the extension's two ways of deleting sessions.
 
 Checks: the extension's side raises no error (or, from a one-shot function,
@@ -34,9 +38,10 @@ AuthFort's side and the writer's are counted and printed, by SQLSTATE.
 Expects PGHOST and PGPORT (tests/suites/side_by_side.sh exports them) and a
 database (the first argument) with AuthFort's schema from AuthFort's own
 migrations, the extension, and the replaced_by index. Prints one line per
-check and `N passed, N failed` last; exits 1 on any failure. DURATION and
-SIDES (a comma-separated subset of the three sides, to tell which pairing
-does what) may be set in the environment for a longer measurement by hand.
+check and `N passed, N failed` last; exits 1 on any failure. DURATION,
+RECIPE_DURATION and SIDES (a comma-separated subset of the three sides of
+part 1, to tell which pairing does what) may be set in the environment for a
+longer measurement by hand.
 """
 
 import asyncio
@@ -52,10 +57,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from authfort import AuthFort
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from results import Results
 
-DURATION = float(os.environ.get("DURATION", "12"))  # seconds of loops; 2 busy cores
+DURATION = float(os.environ.get("DURATION", "10"))  # seconds of loops; 2 busy cores
+RECIPE_DURATION = float(os.environ.get("RECIPE_DURATION", "5"))  # seconds of the recipe's loops
 DATABASE = sys.argv[1] if len(sys.argv) > 1 else "app"
 PORT = int(os.environ["PGPORT"])
 ALL_SIDES = ("authfort", "procedure", "function")
@@ -282,10 +290,10 @@ class Writer:
         self.stats["rows inserted"] += len(rows)
         self.stats["rows revoked"] += len(revokes)
 
-    async def run(self, until: float) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_burst = loop.time()
-        while loop.time() < until:
+        while not stop.is_set():
             burst = loop.time() >= next_burst
             try:
                 await self.round(burst)
@@ -399,6 +407,39 @@ async def function_loop(side: Side, until: float, rng: random.Random) -> None:
         await loop_calls(side, lambda: connection.fetchval("SELECT authfort_cleanup_sessions()"), until, rng)
     finally:
         await connection.close()
+
+
+async def cleanup_sessions_apart(auth: AuthFort, engine: AsyncEngine) -> int | None:
+    """The recipe in doc/migration-from-python.md: AuthFort's job holds the
+    advisory lock the extension's runs take (CALL authfort_cleanup_run() and
+    authfort_cleanup_all(), so also a pg_cron job), or does not run: None
+    when a run of the extension's is in progress. A run that starts while
+    the job holds it returns at once, logged as skipped; one already going
+    stops before its next batch. On an autocommit connection, so that no
+    transaction stays open while the job runs."""
+    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        if not (await conn.execute(text("SELECT pg_try_advisory_lock(authfort_cleanup_lock_key())"))).scalar_one():
+            return None
+        try:
+            return await auth.cleanup_expired_sessions()
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(authfort_cleanup_lock_key())"))
+
+
+async def authfort_apart_loop(side: Side, until: float, rng: random.Random) -> None:
+    auth = AuthFort(database_url=authfort_url())
+    engine = create_async_engine(authfort_url())
+
+    async def call() -> int:
+        deleted = await cleanup_sessions_apart(auth, engine)
+        side.gave_way += deleted is None
+        return deleted or 0
+
+    try:
+        await loop_calls(side, call, until, rng)
+    finally:
+        await engine.dispose()
+        await auth.dispose()
 
 
 SIDE_LOOPS = {
@@ -625,33 +666,76 @@ def errors_text(errors: Counter) -> str:
     return ", ".join(f"{code} x{count}" for code, count in sorted(errors.items())) or "none"
 
 
-def print_summary(writer: Writer, sides: list[Side], monitor: Monitor, version: str) -> None:
-    print(f"  # {DURATION:g} s on PostgreSQL {version}; sides: {', '.join(SIDES) or 'none'} (and the writer)")
-    stats = writer.stats
-    print(f"  # writer: {stats['rounds committed']} rounds committed ({stats['bursts']} with a burst),"
-          f" {stats['rows seeded']} rows seeded, {stats['rows inserted']} inserted and {stats['rows revoked']}"
-          f" revoked during the run, {stats['crossing links']} crossing links,"
-          f" {stats['live tokens linked to a revoked one']} live tokens linked to a revoked one;"
-          f" errors: {errors_text(writer.errors)}")
+def print_sides(title: str, sides: list[Side], monitor: Monitor) -> None:
+    print(f"  # {title}")
     for side in sides:
-        print(f"  # {side.label}: {side.calls} calls, {side.deleted} rows deleted, gave way {side.gave_way} times;"
+        print(f"  #   {side.label}: {side.calls} calls, {side.deleted} rows deleted, gave way {side.gave_way} times;"
               f" errors: {errors_text(side.errors_by_sqlstate())}")
-    for name, side in (("writer", writer.first_error), *((s.name, s.errors) for s in sides)):
-        firsts = side if isinstance(side, dict) else {sqlstate(e): str(e).splitlines()[0] for e in reversed(side)}
-        for code, message in sorted(firsts.items()):
-            print(f"  #   first {code} on {name}: {message}")
-    for side in sides:
+        for code, message in sorted({sqlstate(e): str(e).splitlines()[0] for e in reversed(side.errors)}.items()):
+            print(f"  #     first {code}: {message}")
         for notes, count in side.notes.items():
-            print(f"  #   {side.name} run-log notes x{count}: {notes}")
+            print(f"  #     run-log notes x{count}: {notes}")
     by_name = {side.name: side for side in sides}
-    if "authfort" in by_name:
-        for name in ("procedure", "function"):
-            if name in by_name:
-                print(f"  # overlap with the {name}: {calls_during(by_name['authfort'], by_name[name])} of AuthFort's"
-                      f" calls ran while one of its calls did, {calls_during(by_name[name], by_name['authfort'])} of"
-                      f" its calls while AuthFort's did; {monitor.together[name]} of {monitor.samples} samples"
-                      f" caught both statements running; waits seen: AuthFort on it"
-                      f" {monitor.blocked[('authfort', name)]}, it on AuthFort {monitor.blocked[(name, 'authfort')]}")
+    for name in ("procedure", "function"):
+        if "authfort" in by_name and name in by_name:
+            print(f"  #   overlap with the {name}: {calls_during(by_name['authfort'], by_name[name])} of AuthFort's"
+                  f" calls ran while one of its calls did, {calls_during(by_name[name], by_name['authfort'])} of"
+                  f" its calls while AuthFort's did; {monitor.together[name]} of {monitor.samples} samples"
+                  f" caught both statements running; waits seen: AuthFort on it"
+                  f" {monitor.blocked[('authfort', name)]}, it on AuthFort {monitor.blocked[(name, 'authfort')]}")
+
+
+async def run_loops(sides: list[Side], loops: dict, seconds: float, rng: random.Random) -> Monitor:
+    """Each side's loop and a monitor, for `seconds`."""
+    monitor = Monitor(await asyncpg.connect(database=DATABASE, user="postgres"), {s.name: s for s in sides})
+    until = asyncio.get_running_loop().time() + seconds
+    try:
+        await asyncio.gather(monitor.run(until), *(
+            loops[side.name](side, until, random.Random(rng.random())) for side in sides))
+    finally:
+        await monitor.connection.close()
+    return monitor
+
+
+def check_overlapping(results: Results, sides: list[Side], monitor: Monitor) -> None:
+    """Phase 1: the sides ran, really overlapped, and the extension's side
+    raised nothing but what it may."""
+    for side in sides:
+        results.check(f"{side.name}: called and deleted rows", side.calls >= 3 and side.deleted > 0,
+                      f"{side.calls} calls, {side.deleted} rows")
+    by_name = {side.name: side for side in sides}
+    for name in ("procedure", "function"):
+        if "authfort" in by_name and name in by_name:
+            results.check(f"AuthFort's DELETE and the {name} ran at the same instant", monitor.together[name] > 0,
+                          f"{monitor.together[name]} of {monitor.samples} samples")
+    if "procedure" in by_name:
+        results.check("procedure: no error", not by_name["procedure"].errors,
+                      errors_text(by_name["procedure"].errors_by_sqlstate()))
+    if "function" in by_name:
+        function = by_name["function"]
+        unexplained = [error for error in function.errors if not says_retry(error)]
+        results.check("function: no error but a deadlock whose HINT says to retry", not unexplained,
+                      f"{errors_text(function.errors_by_sqlstate())}; without a retry HINT: {len(unexplained)}")
+
+
+def check_apart(results: Results, authfort: Side, procedure: Side, monitor: Monitor) -> None:
+    """Phase 2, the recipe: both still clean, they met at the lock, and
+    their deletes never met: no lock wait either way, no error."""
+    ran = authfort.calls - authfort.gave_way
+    results.check("recipe: AuthFort's job, holding the runs' lock, ran and deleted rows",
+                  ran >= 3 and authfort.deleted > 0, f"{ran} runs, {authfort.deleted} rows")
+    results.check("recipe: the procedure ran and deleted rows", procedure.calls >= 3 and procedure.deleted > 0,
+                  f"{procedure.calls} calls, {procedure.deleted} rows")
+    stopped = sum(count for notes, count in procedure.notes.items() if "another run took over" in notes)
+    met = authfort.gave_way + procedure.gave_way + stopped
+    results.check("recipe: the two met at the lock", met > 0,
+                  f"AuthFort's job gave way {authfort.gave_way} times; the procedure skipped {procedure.gave_way}"
+                  f" runs and stopped {stopped} between batches")
+    waits = (monitor.blocked[("authfort", "procedure")], monitor.blocked[("procedure", "authfort")])
+    results.check("recipe: no lock wait between AuthFort's DELETE and the procedure", waits == (0, 0),
+                  f"AuthFort waited on it in {waits[0]}, it on AuthFort in {waits[1]} of {monitor.samples} samples")
+    errors = authfort.errors_by_sqlstate() + procedure.errors_by_sqlstate()
+    results.check("recipe: no error on either side", not errors, errors_text(errors))
 
 
 async def main() -> int:
@@ -665,42 +749,39 @@ async def main() -> int:
     writer = Writer(await asyncpg.connect(database=DATABASE, user="postgres"), random.Random(rng.random()),
                     [uuid.uuid4() for _ in range(USERS)])
     await writer.seed()
+    stop_writing = asyncio.Event()
+    writing = asyncio.create_task(writer.run(stop_writing))
 
+    # Phase 1: the sides as a switch-over leaves them, overlapping at will.
     sides = [Side(name, SIDE_LOOPS[name][0]) for name in SIDES]
-    monitor = Monitor(await asyncpg.connect(database=DATABASE, user="postgres"), {s.name: s for s in sides})
-    until = asyncio.get_running_loop().time() + DURATION
-    await asyncio.gather(writer.run(until), monitor.run(until), *(
-        SIDE_LOOPS[side.name][1](side, until, random.Random(rng.random())) for side in sides))
+    overlapping = await run_loops(sides, {name: loop for name, (_, loop) in SIDE_LOOPS.items()}, DURATION, rng)
+    # Phase 2: the recipe, AuthFort's job kept apart from the procedure's runs.
+    apart = [Side("authfort", "AuthFort cleanup_expired_sessions() holding the runs' lock"),
+             Side("procedure", SIDE_LOOPS["procedure"][0])]
+    apart_monitor = await run_loops(apart, {"authfort": authfort_apart_loop, "procedure": procedure_loop},
+                                    RECIPE_DURATION, rng)
+    stop_writing.set()
+    await writing
     await writer.connection.close()
-    await monitor.connection.close()
     end = await final_check(admin, writer)
-    print_summary(writer, sides, monitor, version)
+
+    stats = writer.stats
+    print(f"  # PostgreSQL {version}; the writer: {stats['rounds committed']} rounds committed"
+          f" ({stats['bursts']} with a burst), {stats['rows seeded']} rows seeded, {stats['rows inserted']} inserted"
+          f" and {stats['rows revoked']} revoked, {stats['crossing links']} crossing links,"
+          f" {stats['live tokens linked to a revoked one']} live tokens linked to a revoked one;"
+          f" errors: {errors_text(writer.errors)}")
+    for code, message in sorted(writer.first_error.items()):
+        print(f"  #   first {code} on the writer: {message}")
+    print_sides(f"overlapping, {DURATION:g} s", sides, overlapping)
+    print_sides(f"apart (the recipe), {RECIPE_DURATION:g} s", apart, apart_monitor)
 
     results = Results()
     results.check("the writer kept the table rotation-heavy",
-                  writer.stats["rounds committed"] >= 10 and writer.stats["crossing links"] > 0
-                  and writer.stats["bursts"] >= 2,
-                  f"{writer.stats['rounds committed']} rounds, {writer.stats['bursts']} bursts,"
-                  f" {writer.stats['crossing links']} crossing links")
-    by_name = {side.name: side for side in sides}
-    for side in sides:
-        results.check(f"{side.name}: called and deleted rows", side.calls >= 3 and side.deleted > 0,
-                      f"{side.calls} calls, {side.deleted} rows")
-    if "authfort" in by_name:
-        for name in ("procedure", "function"):
-            if name in by_name:
-                results.check(f"AuthFort's DELETE and the {name} ran at the same instant",
-                              monitor.together[name] > 0,
-                              f"{monitor.together[name]} of {monitor.samples} samples")
-    if "procedure" in by_name:
-        procedure = by_name["procedure"]
-        results.check("procedure: no error", not procedure.errors,
-                      errors_text(procedure.errors_by_sqlstate()))
-    if "function" in by_name:
-        function = by_name["function"]
-        unexplained = [error for error in function.errors if not says_retry(error)]
-        results.check("function: no error but a deadlock whose HINT says to retry", not unexplained,
-                      f"{errors_text(function.errors_by_sqlstate())}; without a retry HINT: {len(unexplained)}")
+                  stats["rounds committed"] >= 10 and stats["crossing links"] > 0 and stats["bursts"] >= 2,
+                  f"{stats['rounds committed']} rounds, {stats['bursts']} bursts, {stats['crossing links']} crossing links")
+    check_overlapping(results, sides, overlapping)
+    check_apart(results, *apart, apart_monitor)
     lost = len(end["lost"]) + len(writer.vanished)
     results.check("no session AuthFort's rule keeps was lost", lost == 0,
                   f"{lost} of {end['must_survive']} still-live sessions missing"
@@ -710,10 +791,9 @@ async def main() -> int:
     results.check("nothing deletable left after one final cleanup", end["left"] == 0,
                   f"{end['left']} left (the final authfort_cleanup_sessions() deleted {end['final_deleted']})")
 
-    user = writer.users[0]
     if set(ALL_SIDES) <= set(SIDES):
         for form in ("function", "procedure"):
-            await staged_crossing(admin, user, form, results)
+            await staged_crossing(admin, writer.users[0], form, results)
     await admin.close()
     return results.summary()
 

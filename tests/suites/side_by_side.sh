@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Side by side with AuthFort's own job (tests/side_by_side.py): AuthFort's
 # real cleanup_expired_sessions() loops beside CALL authfort_cleanup_run()
-# and authfort_cleanup_sessions() for 12 s on a rotation-heavy sessions
-# table, then the crossing that makes them deadlock is staged once against
-# each. Asserts behaviour only: that the two sides really overlapped, no
-# error on the extension's side (a one-shot function may lose a deadlock,
-# with a HINT to retry), no live session lost, nothing deletable left after
-# one final cleanup. About 25 s.
+# and authfort_cleanup_sessions() for 10 s on a rotation-heavy sessions
+# table; then for 5 s AuthFort's job holds the advisory lock of the
+# extension's runs, the recipe doc/migration-from-python.md gives; then the
+# crossing that makes the two deadlock is staged once against each of the
+# extension's ways. Asserts behaviour only: that the two sides really
+# overlapped, no error on the extension's side (a one-shot function may lose
+# a deadlock, with a HINT to retry), that the recipe keeps their deletes
+# apart, no live session lost, nothing deletable left after one final
+# cleanup. About 30 s.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 
