@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 once_first=(docs install)
-per_major=(regress differential upgrade procedure cron clients standby traffic space package)
+per_major=(regress differential upgrade procedure cron clients standby traffic side_by_side space package)
 once_after=(major_upgrade)
 per_major_last=(pg_test)
 # major_upgrade reads it too: it goes from the first to the last.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cleanup functions from every kind of client: asyncpg (AuthFort's own
-# driver), SQLAlchemy and Alembic (AuthFort users' own stack), psycopg, pgx,
+# driver), SQLAlchemy and Alembic (AuthFort users' own stack, and on it a
+# scheduled background task as a FastAPI lifespan starts one), psycopg, pgx,
 # JDBC, Ruby's pg, PHP's PDO, tokio-postgres, node-postgres, psql and pg_cron.
 # Each reseeds the same AuthFort-shaped rows (tests/clients/seed.sql: 2 keys,
 # 3 tokens and 4 sessions to delete, 2 of each to keep), checks that the
@@ -89,6 +90,11 @@ run_client asyncpg "$repo/.venv/bin/python" "$clients/asyncpg_client.py" "$tcp_d
 # --- Python: SQLAlchemy 2 asyncio over asyncpg, as AuthFort itself runs -----
 echo "sqlalchemy"
 run_client sqlalchemy "$repo/.venv/bin/python" "$clients/sqlalchemy_client.py" "$tcp_dsn" "$clients/seed.sql"
+
+# --- Python: a scheduled background task, as a FastAPI lifespan starts it ---
+# SQLAlchemy again; the skipped run, AuthFort's log line and a failed run.
+echo "background task"
+run_client background-task "$repo/.venv/bin/python" "$clients/background_task.py" "$tcp_dsn" "$clients/seed.sql"
 
 # --- Python: psycopg 3 -------------------------------------------------------
 echo "psycopg"
