@@ -90,8 +90,8 @@ fn skipping_held_rows<T>(plain: impl FnOnce() -> T, skipping_locked: impl FnOnce
     }))
     .catch_when(PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED, |caught| match caught {
         CaughtError::PostgresError(report) => {
-            let hint = "Run the cleanup again. Another statement was deleting from the same table at the same \
-                        time, such as AuthFort's own cleanup_expired_sessions(): schedule the two apart.";
+            let hint = "Retry the call: another statement was deleting from the same table at the same time \
+                        (AuthFort's own cleanup_expired_sessions(), for example); schedule the two apart.";
             match report.detail() {
                 Some(detail) => error::raise_with_detail(
                     PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
