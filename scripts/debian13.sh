@@ -115,7 +115,18 @@ bootstrap() {
         { tail -n 20 "$log_file" >&2; echo "debootstrap failed; see $log_file" >&2; exit 1; }
 }
 
+# debootstrap itself comes from the host's Debian; a new machine lacks it.
+ensure_debootstrap() {
+    command -v debootstrap >/dev/null && return
+    log "apt-get install debootstrap"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap; } \
+        >"$here/.debian13/apt-host.log" 2>&1 ||
+        { tail -n 20 "$here/.debian13/apt-host.log" >&2; echo "apt-get install debootstrap failed" >&2; exit 1; }
+}
+
 create() {
+    mkdir -p "$here/.debian13"
+    ensure_debootstrap
     if [ ! -f "$root/.created" ]; then
         log "debootstrap Debian 13 into .debian13/root, then its build and test tools (about 5 minutes, 3.3 GB)"
         bootstrap "$root" "$here/.debian13/debootstrap.log" "${base_packages[@]}"
