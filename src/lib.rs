@@ -30,6 +30,7 @@ mod run;
 mod run_log;
 mod settings;
 mod space;
+mod sqlstate;
 mod statistics;
 mod status;
 mod table;

@@ -15,14 +15,17 @@ use pgrx::prelude::*;
 use crate::error;
 use crate::query;
 use crate::settings;
+use crate::sqlstate;
 
 /// The shortest lock_timeout PostgreSQL accepts, in milliseconds.
 const GIVE_UP_AT_ONCE_MS: i32 = 1;
 
 /// Runs `work` under `authfort_cleanup.lock_timeout`, unless the caller
 /// already waits less, then puts the caller's lock_timeout back. A wait that
-/// runs out raises 55P03 with what to do about it.
+/// runs out raises 55P03 with what to do about it. Errors raised inside
+/// `work` keep their own SQLSTATE.
 pub fn bounded<T>(work: impl FnOnce() -> T) -> T {
+    let work = move || sqlstate::kept(work);
     let ours = settings::lock_timeout_ms();
     let callers = callers_lock_timeout_ms();
     if ours == 0 || (callers != 0 && callers <= ours) {
@@ -46,8 +49,10 @@ pub fn bounded<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Runs `work`, or returns None, having undone it, where it would have had
-/// to wait for a lock. Any other error undoes it too, and propagates.
+/// to wait for a lock. Any other error undoes it too, and propagates with
+/// its own SQLSTATE.
 pub fn forbidden<T>(work: impl FnOnce() -> T) -> Option<T> {
+    let work = move || sqlstate::kept(work);
     let callers = callers_lock_timeout_ms();
     let caller = CallerState::save();
     // SAFETY: ended below on every path, success or error, so the caller's

@@ -201,8 +201,8 @@ DO $$ BEGIN CALL authfort_cleanup_run(); END $$;
 SELECT token_hash FROM authfort_verification_tokens ORDER BY 1;
 
 -- 11. A re-raised error is the original one: no empty DETAIL or HINT, and a
--- DETAIL or HINT only where it had one. (A trigger's own SQLSTATE is not yet
--- kept: pgrx maps codes it does not know to XX000; see doc/guarantees.md.)
+-- DETAIL or HINT only where it had one. (Its SQLSTATE, a trigger's own
+-- included, is checked in sqlstate.sql.)
 CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'no deleting %', OLD.token_hash USING ERRCODE = 'AF001';
