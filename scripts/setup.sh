@@ -106,23 +106,28 @@ ensure_wheel_postgres() {
 # is a stable path into it. Its binaries use the host's libpq (Debian builds
 # them without an rpath), as on a Debian 12 that upgraded only the server.
 ensure_debian_security_postgres() {
-    local tree="$here/.pg15-security"
-    [ "$(cat "$tree/.installed" 2>/dev/null)" = "$PG15_SECURITY" ] && return
-    log "PostgreSQL $PG15_SECURITY from Debian 12's security updates, unpacked into .pg15-security"
-    local packages=("postgresql-15=$PG15_SECURITY" "postgresql-client-15=$PG15_SECURITY")
-    # served PACKAGE=VERSION...: apt knows every one of them (apt-cache show
+    local tree="$here/.pg15-security" version=$PG15_SECURITY
+    [ "$(cat "$tree/.installed" 2>/dev/null)" = "$version" ] && return
+    # served VERSION: apt knows both packages at VERSION (apt-cache show
     # succeeds, saying nothing, on a version it does not know).
     served() {
-        local package
-        for package in "$@"; do [ -n "$(apt-cache show "$package" 2>/dev/null)" ] || return 1; done
+        [ -n "$(apt-cache show "postgresql-15=$1" 2>/dev/null)" ] &&
+            [ -n "$(apt-cache show "postgresql-client-15=$1" 2>/dev/null)" ]
     }
-    served "${packages[@]}" || quietly apt-get update -qq
-    if ! served "${packages[@]}"; then
-        echo "setup: bookworm-security no longer serves postgresql-15 $PG15_SECURITY; set PG15_SECURITY in" \
-            "scripts/setup.sh to the version it serves (apt-cache policy postgresql-15), then check" \
-            "doc/upgrades.md's section on pg_attver against it" >&2
-        exit 1
+    served "$version" || quietly apt-get update -qq
+    if ! served "$version"; then
+        # The security archive keeps only its newest build: the journeys
+        # start from that one, and say which in their labels.
+        version=$(apt-cache madison postgresql-15 | awk -F' [|] ' '/bookworm-security/ { print $2; exit }')
+        if [ -z "$version" ] || ! served "$version"; then
+            echo "setup: bookworm-security serves no postgresql-15 to unpack into .pg15-security" >&2
+            exit 1
+        fi
+        log "bookworm-security now serves postgresql-15 $version, not $PG15_SECURITY: using it (update PG15_SECURITY)"
+        [ "$(cat "$tree/.installed" 2>/dev/null)" = "$version" ] && return
     fi
+    log "PostgreSQL $version from Debian 12's security updates, unpacked into .pg15-security"
+    local packages=("postgresql-15=$version" "postgresql-client-15=$version")
     rm -rf "$tree"
     mkdir -p "$tree/debs" "$tree/bin"
     # apt-get download writes into the current directory.
@@ -132,7 +137,7 @@ ensure_debian_security_postgres() {
     rm -rf "$tree/debs"
     ln -s ../usr/lib/postgresql/15/bin/pg_config "$tree/bin/pg_config"
     chmod -R a+rX "$tree"
-    echo "$PG15_SECURITY" >"$tree/.installed"
+    echo "$version" >"$tree/.installed"
 }
 
 # The differential and client tests drive the real AuthFort package, and
