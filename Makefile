@@ -38,7 +38,7 @@ LIBRARY = $(shell "$(PG_CONFIG)" --pkglibdir)/authfort_cleanup.so
 # version's script and the update scripts).
 RELEASED_SCRIPTS = $(shell ls sql/authfort_cleanup--*.sql | grep -vE -- '--.+--')
 
-.PHONY: setup build-tools supported-major install install-dev demo stop test bench bench-10m package clean
+.PHONY: setup build-tools supported-major install install-dev demo stop test bench bench-10m bench-soak bench-tools package clean
 
 # Everything the demo, the tests and the benchmarks need (servers, drivers,
 # toolchains): for a development machine, never needed to install.
@@ -98,18 +98,47 @@ ifneq ($(UPGRADE_FROM_PG_ATTVER),)
 endif
 	TEST_PG_CONFIGS="$(TEST_CONFIGS)" UPGRADE_FROM_PG_ATTVER="$(UPGRADE_FROM_PG_ATTVER)" tests/run.sh $(SUITES)
 
-# The 60%-deletable cases at N sessions (T4), then the steady state at 1M
-# (T1 and T3 at 1M; T2 needs the 10M table). About 15 minutes here.
+# The 60%-deletable cases at N sessions (T4), then the steady state: T1 and
+# T3 at 1M (T2 needs the 10M table), T5 (issue #18: 1 % deletable) at 2M.
+# About 18 minutes here.
 bench: setup
 	$(MAKE) --no-print-directory install
 	PG_CONFIG="$(PG_CONFIG)" bench/run.sh $(N)
 
-# The steady state at 1M and 10M sessions: targets T1 to T3. About 7
-# minutes here (11 with BENCH_STEADY_REPEAT_10M=3), a third of it seeding the
-# two 10M-row tables (4.7 GB each, in SQL).
-bench-10m: setup
+# The results the charts are drawn from (bench/charts.py), named like the
+# results files: bench/results-<date>-<benchmark>-pg<major>.json.
+TODAY := $(shell date -u +%F)
+STEADY_JSON ?= bench/results-$(TODAY)-steady-pg$(PG_MAJOR).json
+SOAK_JSON ?= bench/results-$(TODAY)-soak-pg$(PG_MAJOR).json
+
+# matplotlib for the charts (bench/requirements.txt), into .venv: only the
+# targets that draw charts install it, make test never does.
+bench-tools: setup
+	@if ! [ .venv/.bench-installed -nt bench/requirements.txt ]; then \
+	    echo "==> matplotlib from bench/requirements.txt into .venv"; \
+	    .venv/bin/pip install -q -r bench/requirements.txt && touch .venv/.bench-installed; \
+	fi
+
+# The steady state at 1M and 10M sessions: targets T1 to T3, T5 at 2M and
+# 10M; then doc/img/steady-state.svg from STEADY_JSON. About 10 minutes here
+# (15 with BENCH_STEADY_REPEAT_10M=3), a third of it seeding the two 10M-row
+# tables (4.7 GB each, in SQL).
+bench-10m: setup bench-tools
 	$(MAKE) --no-print-directory install
-	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
+	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" BENCH_STEADY_1PCT_N="2000000 10000000" \
+	    BENCH_STEADY_JSON="$(STEADY_JSON)" PG_CONFIG="$(PG_CONFIG)" bench/run.sh
+	.venv/bin/python bench/charts.py steady "$(STEADY_JSON)"
+
+# Months of nightly cleanup in one run (issue #18): 60 nights of AuthFort's
+# traffic on two 1M-session tables, one cleaned by CALL authfort_cleanup_run(),
+# the other by a raw DELETE, autovacuum at its defaults; then
+# doc/img/soak-size.svg and doc/img/soak-time.svg from SOAK_JSON. About 25
+# minutes here; SOAK_NIGHTS, SOAK_LIVE and SOAK_NIGHT_SECONDS shorten it
+# (bench/soak.py describes them).
+bench-soak: setup bench-tools
+	$(MAKE) --no-print-directory install
+	SOAK_JSON="$(SOAK_JSON)" PG_CONFIG="$(PG_CONFIG)" bench/soak.sh
+	.venv/bin/python bench/charts.py soak "$(SOAK_JSON)"
 
 # A tarball for each of PG_CONFIGS and a .deb for Debian 12's PostgreSQL 15;
 # without PG_CONFIG, also the .deb and tarball for Debian 13's 17, built in

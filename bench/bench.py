@@ -16,6 +16,8 @@ Expects PGHOST/PGPORT/PGUSER for a throwaway cluster. Settings (environment):
   BENCH_ONLY_STEADY      1: skip the cases above, run only bench/steady_state.py
   (and bench/steady_state.py's own, BENCH_STEADY_N and the rest)
 
+bench/run.sh also reads BENCH_PORT, the port of its cluster (54420).
+
 Every variant runs on its own copy (CREATE DATABASE ... TEMPLATE) of a
 template seeded once per N, so all see byte-identical data: same rows, same
 heap layout, same statistics. Times are client wall-clock around the one
@@ -743,7 +745,7 @@ async def main(counts: list[int]) -> None:
     # Imported here: it builds on this module's helpers.
     import steady_state
 
-    if steady_state.SIZES:
+    if steady_state.SIZES or steady_state.ONE_PERCENT_SIZES:
         tables, throughput = await steady_state.run()
         steady_state.report(tables, throughput)
 

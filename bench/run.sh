@@ -26,8 +26,9 @@ for n in "$@"; do
     fi
 done
 
-# Its own directory and port, so it can run next to `make demo` or the tests.
-export CLUSTER_DIR="$repo/.cluster/bench" PGPORT=54420
+# Its own directory and port, so it can run next to `make demo` or the tests;
+# BENCH_PORT moves it, for a machine where another checkout's bench runs.
+export CLUSTER_DIR="$repo/.cluster/bench" PGPORT=${BENCH_PORT:-54420}
 export PGHOST=$CLUSTER_DIR PGUSER=postgres
 # A leftover from an interrupted run would carry old databases and settings.
 "$repo/scripts/cluster.sh" destroy
