@@ -100,7 +100,7 @@ endif
 
 # The 60%-deletable cases at N sessions (T4), then the steady state: T1 and
 # T3 at 1M (T2 needs the 10M table), T5 (issue #18: 1 % deletable) at 2M.
-# About 18 minutes here.
+# About 15 minutes here, of which T5's 2M table takes 30 s.
 bench: setup
 	$(MAKE) --no-print-directory install
 	PG_CONFIG="$(PG_CONFIG)" bench/run.sh $(N)
@@ -120,9 +120,9 @@ bench-tools: setup
 	fi
 
 # The steady state at 1M and 10M sessions: targets T1 to T3, T5 at 2M and
-# 10M; then doc/img/steady-state.svg from STEADY_JSON. About 10 minutes here
-# (15 with BENCH_STEADY_REPEAT_10M=3), a third of it seeding the two 10M-row
-# tables (4.7 GB each, in SQL).
+# 10M; then doc/img/steady-state.svg from STEADY_JSON. About 11 minutes here
+# with one run a variant at 10M (BENCH_STEADY_REPEAT_10M=3 for three), a
+# third of it seeding the two 10M-row tables (4.7 GB each, in SQL).
 bench-10m: setup bench-tools
 	$(MAKE) --no-print-directory install
 	BENCH_ONLY_STEADY=1 BENCH_STEADY_N="1000000 10000000" BENCH_STEADY_1PCT_N="2000000 10000000" \
@@ -132,7 +132,7 @@ bench-10m: setup bench-tools
 # Months of nightly cleanup in one run (issue #18): 60 nights of AuthFort's
 # traffic on two 1M-session tables, one cleaned by CALL authfort_cleanup_run(),
 # the other by a raw DELETE, autovacuum at its defaults; then
-# doc/img/soak-size.svg and doc/img/soak-time.svg from SOAK_JSON. About 25
+# doc/img/soak-size.svg and doc/img/soak-time.svg from SOAK_JSON. 26
 # minutes here; SOAK_NIGHTS, SOAK_LIVE and SOAK_NIGHT_SECONDS shorten it
 # (bench/soak.py describes them).
 bench-soak: setup bench-tools

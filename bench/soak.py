@@ -541,7 +541,7 @@ def report(nights: list[Night], settings: dict[str, str], results: dict, finding
         f = results[schema]
         met = "met" if f["size_ratio"] <= 1.05 else "NOT met"
         label = "" if schema == CLEANED else "  [baseline: for comparison]"
-        print(f"  soak {names[schema]}: heap + indexes, mean of nights {f['size_nights_late'][0]}-"
+        print(f"  soak {names[schema]}: pg_total_relation_size, mean of nights {f['size_nights_late'][0]}-"
               f"{f['size_nights_late'][1]} vs {f['size_nights_before'][0]}-{f['size_nights_before'][1]}:"
               f" {f['mean_total_bytes_late'] / MB:.0f} MB vs {f['mean_total_bytes_before'] / MB:.0f} MB,"
               f" {f['size_ratio']:.3f}x  (plateau: <= 1.05x: {met}){label}")
