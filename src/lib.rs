@@ -14,6 +14,8 @@
 //! - `space`: the free space a cleanup leaves inside a table.
 //! - `status`: the numbers behind the authfort_cleanup_status view.
 //! - `settings`: the GUCs.
+//! - `lock_waits` and `sqlstate`: how long a call may wait for a lock, and
+//!   errors raised inside it keeping their own SQLSTATE.
 //! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
 
 use pgrx::prelude::*;
