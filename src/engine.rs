@@ -260,15 +260,21 @@ fn run_range(
     start: RangeStart,
     end: Option<TimestampWithTimeZone>,
 ) -> i64 {
-    let target = table.target;
-    let time = target.time_column;
-    let mut range = format!("{} AND {}", arm.filter_sql(target), start.condition(time));
+    let time = table.target.time_column;
+    let mut range = format!("{} AND {}", arm.filter_sql(table.target), start.condition(time));
     let mut parameters: Vec<DatumWithOid> = vec![cutoff.into(), start.expiry.into()];
     if let Some(end) = end {
         range.push_str(&format!(" AND {time} < $3"));
         parameters.push(end.into());
     }
-    let range = format!("{range} AND {}", rule_sql(target, options));
+    delete_in(table, options, &range, &parameters)
+}
+
+/// Deletes the rows the rule selects among those `range` narrows to, in one
+/// `DELETE ... WHERE <range> AND <rule>`: what a DBA would type for a batch.
+/// `range` reads `$2` on; `$1` is the cutoff.
+fn delete_in(table: &Table, options: &Options, range: &str, parameters: &[DatumWithOid]) -> i64 {
+    let range = format!("{range} AND {}", rule_sql(table.target, options));
     let only = table.only();
     let plain = format!("DELETE FROM {only} WHERE {range}");
     let skipping_locked = format!(
@@ -277,35 +283,80 @@ fn run_range(
     );
     let delete = |statement: &str| {
         error::spi(Spi::connect_mut(|client| {
-            client.update(statement, None, &parameters).map(|deleted| deleted.len() as i64)
+            client.update(statement, None, parameters).map(|deleted| deleted.len() as i64)
         }))
     };
     skipping_held_rows(|| delete(&plain), || delete(&skipping_locked))
 }
 
-/// Deletes at most `limit` rows the rule selects among those at or after
-/// ctid `from` and before block `end`, in ctid order: a TID range scan, so a
-/// batch costs the same however large the table is. Callers have checked
-/// `require_writable` and taken the deleter lock first.
-fn run_blocks(
+/// The heap blocks of one batch without the time indexes: from ctid `from`
+/// (within a block, after a batch that filled up there) to block `end`.
+#[derive(Clone, Copy)]
+struct BlockRange {
+    from: Tid,
+    end: u32,
+}
+
+impl BlockRange {
+    /// `$2` and `$3`, after the cutoff: a TID range scan reads just these
+    /// blocks, so a batch costs the same however large the table is.
+    const CONDITION: &'static str = "ctid >= $2::text::tid AND ctid < $3::text::tid";
+
+    fn parameters(self, cutoff: TimestampWithTimeZone) -> Vec<DatumWithOid<'static>> {
+        let end = Tid { block: self.end, offset: 0 };
+        vec![cutoff.into(), self.from.to_string().into(), end.to_string().into()]
+    }
+}
+
+/// How many rows the rule selects in `blocks`, counting no further than
+/// `limit` + 1: whether one range DELETE keeps the batch within `limit`.
+fn rows_in_blocks(
     table: &Table,
     options: &Options,
     cutoff: TimestampWithTimeZone,
-    from: Tid,
-    end: u32,
+    blocks: BlockRange,
+    limit: i64,
+) -> i64 {
+    let mut parameters = blocks.parameters(cutoff);
+    parameters.push(limit.saturating_add(1).into());
+    query::one::<i64>(
+        &format!(
+            "SELECT count(*) FROM (SELECT FROM {} WHERE {} AND {} LIMIT $4) AS ahead",
+            table.only(),
+            rule_sql(table.target, options),
+            BlockRange::CONDITION,
+        ),
+        &parameters,
+    )
+    .unwrap_or(0)
+}
+
+/// Deletes the rows the rule selects in `blocks`, as one range DELETE.
+/// Callers have counted them (`rows_in_blocks`), checked `require_writable`
+/// and taken the deleter lock first.
+fn run_blocks(table: &Table, options: &Options, cutoff: TimestampWithTimeZone, blocks: BlockRange) -> i64 {
+    delete_in(table, options, BlockRange::CONDITION, &blocks.parameters(cutoff))
+}
+
+/// Deletes the first `limit` rows the rule selects in `blocks`, in ctid
+/// order: the rare batch whose blocks hold more rows than the table's row
+/// estimate said. Callers have checked `require_writable` and taken the
+/// deleter lock first.
+fn run_first_in_blocks(
+    table: &Table,
+    options: &Options,
+    cutoff: TimestampWithTimeZone,
+    blocks: BlockRange,
     limit: i64,
 ) -> Picked {
     let rule = rule_sql(table.target, options);
     let pick = format!(
-        "SELECT ctid, {time} AS expiry FROM {only} WHERE {rule}
-            AND ctid >= $2::text::tid AND ctid < $3::text::tid ORDER BY ctid LIMIT {limit}",
+        "SELECT ctid, {time} AS expiry FROM {only} WHERE {rule} AND {range} ORDER BY ctid LIMIT {limit}",
         time = table.target.time_column,
-        only = table.only()
+        only = table.only(),
+        range = BlockRange::CONDITION,
     );
-    let end = Tid { block: end, offset: 0 }.to_string();
-    let parameters: Vec<DatumWithOid> =
-        vec![cutoff.into(), DatumWithOid::from(from.to_string().as_str()), DatumWithOid::from(end.as_str())];
-    delete_picked(table, &rule, &pick, "ctid", &parameters)
+    delete_picked(table, &rule, &pick, "ctid", &blocks.parameters(cutoff))
 }
 
 /// Two statements deleting from a self-referencing table can deadlock inside

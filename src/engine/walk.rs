@@ -9,7 +9,10 @@
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
-use super::{expiry_range, run_blocks, run_range, run_tie, take_deleter_lock, Picked, RangeStart};
+use super::{
+    expiry_range, rows_in_blocks, run_blocks, run_first_in_blocks, run_range, run_tie, take_deleter_lock, BlockRange,
+    Picked, RangeStart,
+};
 use crate::error;
 use crate::indexes;
 use crate::query;
@@ -219,9 +222,11 @@ fn clean_tie(
     Batch::of(&picked, Some(Position::Arm(arm, expiry.into(), next)))
 }
 
-/// A batch over a range of heap blocks: at most `batch_size` rows from ctid
-/// `from` on, within as many blocks as should hold `batch_size` rows, and
-/// never past the table's end however large `batch_size` is.
+/// A batch over a range of heap blocks: from ctid `from` on, as many blocks
+/// as should hold `batch_size` rows, never past the table's end however
+/// large `batch_size` is. Their rows go in one `DELETE ... WHERE <rule> AND
+/// ctid >= from AND ctid < end`, as the same batch typed by hand; only where
+/// the rule selects more than `batch_size` of them, the first `batch_size`.
 fn clean_blocks(table: &Table, options: &Options, cutoff: TimestampWithTimeZone, from: Tid, batch_size: i64) -> Batch {
     let (block_count, rows_per_block) = query::two::<i64, f64>(
         "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
@@ -240,13 +245,24 @@ fn clean_blocks(table: &Table, options: &Options, cutoff: TimestampWithTimeZone,
     let end = i64::from(from.block).saturating_add(span).min(block_count);
     // A block number is 32 bits, and end is within the table.
     let end = u32::try_from(end).unwrap_or(u32::MAX);
-    let batch: Picked = run_blocks(table, options, cutoff, from, end, batch_size);
-    // A full batch may have left rows in its blocks: go on after its last.
-    let next = match batch.last_ctid {
-        Some(last) if batch.picked >= batch_size => last.next(),
-        _ => Tid { block: end, offset: 0 },
+    let blocks = BlockRange { from, end };
+    // Counting first costs little, as the DELETE reads the same blocks
+    // straight after, and lets the batch be the range DELETE a DBA would type.
+    let rows = rows_in_blocks(table, options, cutoff, blocks, batch_size);
+    let (batch, next) = if rows <= batch_size {
+        let deleted = run_blocks(table, options, cutoff, blocks);
+        (Batch::of(&Picked { deleted, picked: rows, last_ctid: None }, None), Tid { block: end, offset: 0 })
+    } else {
+        // The blocks hold more rows than the estimate said: the first
+        // batch_size of them, then on after the last.
+        let picked = run_first_in_blocks(table, options, cutoff, blocks, batch_size);
+        let next = match picked.last_ctid {
+            Some(last) if picked.picked >= batch_size => last.next(),
+            _ => Tid { block: end, offset: 0 },
+        };
+        (Batch::of(&picked, None), next)
     };
-    Batch::of(&batch, (i64::from(next.block) < block_count).then_some(Position::Blocks(next)))
+    Batch { next: (i64::from(next.block) < block_count).then_some(Position::Blocks(next)), ..batch }
 }
 
 /// Raises the error for a position no batch returned.
