@@ -38,12 +38,18 @@ finish_bench_cluster() {
 }
 
 # measured COMMAND...: says which build of the extension is installed, runs
-# COMMAND, and fails if the library changed meanwhile. A reinstall during a
-# run (make install copies over the loaded library) would mix two builds,
-# or crash backends that have it mapped.
+# COMMAND, and fails if it is a debug build or changed meanwhile. A
+# reinstall during a run (make install copies over the loaded library)
+# would mix two builds, or crash backends that have it mapped.
 measured() {
     local library before version
     library="$(pg_config --pkglibdir)/authfort_cleanup.so"
+    # make install-dev's build is unoptimised and carries debug info: its
+    # times say nothing about the release (one results file was measured so).
+    if readelf -S "$library" | grep '\.debug_info' >/dev/null; then
+        echo "$library is a debug build (make install-dev); make install builds the release to measure" >&2
+        exit 64
+    fi
     before=$(sha256sum "$library" | cut -c1-12)
     version=$(psql -X -A -t -d postgres -c "SELECT default_version FROM pg_available_extensions WHERE name = 'authfort_cleanup'")
     echo "authfort_cleanup $version (library sha256 $before, installed $(date -u -r "$library" '+%Y-%m-%d %H:%M UTC'), $(($(stat -c %s "$library") / 1048576)) MB), repo HEAD $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
