@@ -13,7 +13,6 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::error;
-use crate::query;
 use crate::settings;
 use crate::sqlstate;
 
@@ -128,7 +127,23 @@ fn callers_lock_timeout_ms() -> i32 {
 }
 
 /// Sets lock_timeout until the end of the current (sub)transaction, the way
-/// SET LOCAL would.
+/// SET LOCAL would. Directly, not through SQL's set_config(): a batch sets
+/// it up to six times, and a statement each time cost more than the batch's
+/// other bookkeeping together.
 fn set_lock_timeout_ms(milliseconds: i32) {
-    query::one::<String>("SELECT set_config('lock_timeout', $1, true)", &[format!("{milliseconds}ms").as_str().into()]);
+    let value = format!("{milliseconds}ms\0");
+    // SAFETY: both strings are NUL-terminated and outlive the call, which
+    // copies them; an invalid value raises an ERROR as SET LOCAL would.
+    unsafe {
+        pg_sys::set_config_option(
+            c"lock_timeout".as_ptr(),
+            value.as_ptr().cast(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
 }

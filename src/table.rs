@@ -42,7 +42,7 @@ pub fn try_resolve(target: &'static Target) -> Option<Table> {
 pub fn resolve(target: &'static Target) -> Table {
     let schema = settings::authfort_schema();
     let column_names: Vec<&str> = target.columns.iter().map(|column| column.name).collect();
-    let (schema_exists, oid, relkind, qualified_name, column_types) = error::spi(Spi::connect(|client| {
+    let (schema_exists, oid, relkind, qualified_name, column_types, children) = error::spi(Spi::connect(|client| {
         let row = client
             .select(
                 // The type of each of the rule's columns, NULL where missing.
@@ -51,7 +51,9 @@ pub fn resolve(target: &'static Target) -> Table {
                                        WHERE a.attrelid = c.oid AND a.attname = wanted.name
                                          AND a.attnum > 0 AND NOT a.attisdropped)
                                 FROM unnest($3::text[]) WITH ORDINALITY AS wanted(name, position)
-                               ORDER BY wanted.position)
+                               ORDER BY wanted.position),
+                        (SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text)
+                           FROM pg_inherits WHERE inhparent = c.oid)
                    FROM (VALUES (1)) AS one
                    LEFT JOIN pg_namespace n ON n.nspname = $1
                    LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
@@ -65,6 +67,7 @@ pub fn resolve(target: &'static Target) -> Table {
             row.get::<String>(3)?,
             row.get::<String>(4)?.unwrap_or_default(),
             row.get::<Vec<Option<String>>>(5)?.unwrap_or_default(),
+            row.get::<String>(6)?,
         ))
     }));
     if !schema_exists {
@@ -92,7 +95,9 @@ pub fn resolve(target: &'static Target) -> Table {
     for (column, actual_type) in target.columns.iter().zip(column_types) {
         check_column(&qualified_name, column.name, column.sql_type, actual_type);
     }
-    refuse_inheritance_children(&qualified_name, oid);
+    if let Some(children) = children {
+        refuse_inheritance_children(&qualified_name, &children);
+    }
     Table { target, oid, qualified_name }
 }
 
@@ -101,23 +106,16 @@ pub fn resolve(target: &'static Target) -> Table {
 /// be AuthFort's cleanup, and cleaning the hierarchy would need every child
 /// to follow AuthFort's schema. Every statement also reads `ONLY` the table,
 /// so a child attached meanwhile is never touched.
-fn refuse_inheritance_children(qualified_name: &str, oid: pg_sys::Oid) {
-    let children = query::one::<String>(
-        "SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text)
-           FROM pg_inherits WHERE inhparent = $1",
-        &[oid.into()],
-    );
-    if let Some(children) = children {
-        error::raise_with_detail(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("{qualified_name} has inheritance children, which authfort_cleanup does not clean"),
-            format!("Its children: {children}."),
-            format!(
-                "Detach them (ALTER TABLE <child> NO INHERIT {qualified_name};) and clean them with a \
-                 DELETE of your own; authfort_cleanup then cleans {qualified_name} itself."
-            ),
-        );
-    }
+fn refuse_inheritance_children(qualified_name: &str, children: &str) -> ! {
+    error::raise_with_detail(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("{qualified_name} has inheritance children, which authfort_cleanup does not clean"),
+        format!("Its children: {children}."),
+        format!(
+            "Detach them (ALTER TABLE <child> NO INHERIT {qualified_name};) and clean them with a \
+             DELETE of your own; authfort_cleanup then cleans {qualified_name} itself."
+        ),
+    )
 }
 
 fn check_column(qualified_name: &str, column: &str, expected_type: &str, actual_type: Option<String>) {
@@ -144,16 +142,18 @@ pub const DRY_RUN_HINT: &str = "Run the cleanup in a read-write transaction, or 
 /// ("delete from public.authfort_refresh_tokens"); `read_only_hint` what to
 /// do in a read-only transaction.
 pub fn refuse_read_only(action: &str, read_only_hint: &str) {
-    let (in_recovery, read_only) =
-        query::two::<bool, bool>("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::boolean", &[]);
-    if in_recovery == Some(true) {
+    // SAFETY: a function and a GUC variable of the backend, called and read
+    // on its only thread: what pg_is_in_recovery() and transaction_read_only
+    // report, without a statement for each batch.
+    let (in_recovery, read_only) = unsafe { (pg_sys::RecoveryInProgress(), pg_sys::XactReadOnly) };
+    if in_recovery {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             format!("cannot {action} on a standby server"),
             "Run authfort_cleanup on the primary; the standby receives its deletions through replication.",
         );
     }
-    if read_only == Some(true) {
+    if read_only {
         error::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             format!("cannot {action} in a read-only transaction"),
