@@ -128,8 +128,8 @@ fn callers_lock_timeout_ms() -> i32 {
 
 /// Sets lock_timeout until the end of the current (sub)transaction, the way
 /// SET LOCAL would. Directly, not through SQL's set_config(): a batch sets
-/// it several times, and a CALL on empty tables ran 24 such statements, a
-/// quarter of all it ran.
+/// it several times, and a CALL on empty tables ran 24 such statements,
+/// about a quarter of all it ran.
 fn set_lock_timeout_ms(milliseconds: i32) {
     let value = format!("{milliseconds}ms\0");
     // SAFETY: both strings are NUL-terminated and outlive the call, which
