@@ -7,9 +7,10 @@
 -- re-raised error keeps its DETAIL and HINT, with no empty ones.
 \echo Use "ALTER EXTENSION authfort_cleanup UPDATE TO '0.4.0'" to load this file. \quit
 
--- A batch also says how many rows it picked but could not delete. Only the
--- procedure calls it; a role granted EXECUTE on it needs the grant again
--- (see doc/upgrades.md).
+-- A batch also says how many rows it picked but could not delete, and a
+-- target's first batch checks the quadratic guard itself (one call fewer per
+-- target). Only the procedure calls it; a role granted EXECUTE on it needs
+-- the grant again (see doc/upgrades.md).
 DROP FUNCTION authfort_cleanup_batch(text, text, bigint, interval, boolean);
 CREATE FUNCTION authfort_cleanup_batch(
 	"target" TEXT,
@@ -20,7 +21,8 @@ CREATE FUNCTION authfort_cleanup_batch(
 ) RETURNS TABLE (
 	"deleted" bigint,
 	"kept" bigint,
-	"next_position" TEXT
+	"next_position" TEXT,
+	"blocking_index" TEXT
 )
 VOLATILE SECURITY INVOKER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
@@ -28,7 +30,11 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'authfort_cleanup_batch_wrapper';
 REVOKE EXECUTE ON FUNCTION authfort_cleanup_batch(text, text, bigint, interval, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION authfort_cleanup_batch(text, text, bigint, interval, boolean) IS
-    'Internal, for authfort_cleanup_run(): deletes one batch of a target from the position the previous batch returned (NULL: the start), through the time indexes when the target has them, otherwise from a range of heap blocks. Returns the rows deleted, the rows picked but kept (by a trigger, rule or row security) and the next position.';
+    'Internal, for authfort_cleanup_run(): deletes one batch of a target from the position the previous batch returned (NULL: the start), through the time indexes when the target has them, otherwise from a range of heap blocks. Returns the rows deleted, the rows picked but kept (by a trigger, rule or row security), the next position, and for a first batch (NULL position) that the quadratic guard stops, the CREATE INDEX the target waits for.';
+
+-- The procedure no longer calls it: its first batch of each target asks.
+COMMENT ON FUNCTION authfort_cleanup_blocking_index(text) IS
+    'The CREATE INDEX a target waits for before authfort_cleanup_run() cleans it (the quadratic guard, which each target''s first batch checks), or NULL when it can be cleaned now.';
 
 -- The procedure's checks before its first batch.
 CREATE FUNCTION authfort_cleanup_prepare_run() RETURNS void
@@ -117,15 +123,16 @@ BEGIN
     FOR position IN 1 .. 3 LOOP
         walked := false;
         batch_position := NULL;
-        blocking_index := NULL;
         WHILE NOT walked LOOP
             BEGIN
                 IF NOT pg_catalog.pg_try_advisory_xact_lock(lock_key) THEN
                     lost_lock := true;
                 ELSE
-                    IF batch_position IS NULL THEN
-                        blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
-                    END IF;
+                    -- A target's first batch (position NULL) checks the
+                    -- quadratic guard first, and names the index it waits for.
+                    SELECT batch.deleted, batch.kept, batch.next_position, batch.blocking_index
+                      INTO deleted, kept, batch_position, blocking_index
+                      FROM @extschema@.authfort_cleanup_batch(targets[position], batch_position, batch_size, grace, keep_revoked_until_expired) AS batch;
                     IF blocking_index IS NOT NULL THEN
                         RAISE WARNING 'authfort_cleanup: % skipped: deleting them without an index would take time quadratic in the table size',
                             targets[position]
@@ -133,8 +140,6 @@ BEGIN
                         notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
                         walked := true;
                     ELSE
-                        SELECT batch.deleted, batch.kept, batch.next_position INTO deleted, kept, batch_position
-                          FROM @extschema@.authfort_cleanup_batch(targets[position], batch_position, batch_size, grace, keep_revoked_until_expired) AS batch;
                         walked := batch_position IS NULL;
                         batches := batches OPERATOR(pg_catalog.+) 1;
                         counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;

@@ -15,9 +15,9 @@ COMMENT ON FUNCTION authfort_cleanup_check() IS
 COMMENT ON FUNCTION authfort_cleanup_create_indexes(boolean) IS
     'Creates the missing indexes that keep cleanup linear, and with time_indexes => true the expires_at indexes that let it read only the rows it deletes (CREATE INDEX: holds a SHARE lock on the table while it builds). Returns their names.';
 COMMENT ON FUNCTION authfort_cleanup_batch(text, text, bigint, interval, boolean) IS
-    'Internal, for authfort_cleanup_run(): deletes one batch of a target from the position the previous batch returned (NULL: the start), through the time indexes when the target has them, otherwise from a range of heap blocks. Returns the rows deleted, the rows picked but kept (by a trigger, rule or row security) and the next position.';
+    'Internal, for authfort_cleanup_run(): deletes one batch of a target from the position the previous batch returned (NULL: the start), through the time indexes when the target has them, otherwise from a range of heap blocks. Returns the rows deleted, the rows picked but kept (by a trigger, rule or row security), the next position, and for a first batch (NULL position) that the quadratic guard stops, the CREATE INDEX the target waits for.';
 COMMENT ON FUNCTION authfort_cleanup_blocking_index(text) IS
-    'Internal, for authfort_cleanup_run(): the CREATE INDEX a target waits for, or NULL when it can be cleaned now.';
+    'The CREATE INDEX a target waits for before authfort_cleanup_run() cleans it (the quadratic guard, which each target''s first batch checks), or NULL when it can be cleaned now.';
 COMMENT ON FUNCTION authfort_cleanup_prepare_run() IS
     'Internal, for authfort_cleanup_run(): refuses before the first batch where the CALL cannot COMMIT (2D000) or lacks a privilege a batch or the log needs (42501).';
 COMMENT ON FUNCTION authfort_cleanup_lock_key() IS

@@ -86,15 +86,16 @@ BEGIN
     FOR position IN 1 .. 3 LOOP
         walked := false;
         batch_position := NULL;
-        blocking_index := NULL;
         WHILE NOT walked LOOP
             BEGIN
                 IF NOT pg_catalog.pg_try_advisory_xact_lock(lock_key) THEN
                     lost_lock := true;
                 ELSE
-                    IF batch_position IS NULL THEN
-                        blocking_index := @extschema@.authfort_cleanup_blocking_index(targets[position]);
-                    END IF;
+                    -- A target's first batch (position NULL) checks the
+                    -- quadratic guard first, and names the index it waits for.
+                    SELECT batch.deleted, batch.kept, batch.next_position, batch.blocking_index
+                      INTO deleted, kept, batch_position, blocking_index
+                      FROM @extschema@.authfort_cleanup_batch(targets[position], batch_position, batch_size, grace, keep_revoked_until_expired) AS batch;
                     IF blocking_index IS NOT NULL THEN
                         RAISE WARNING 'authfort_cleanup: % skipped: deleting them without an index would take time quadratic in the table size',
                             targets[position]
@@ -102,8 +103,6 @@ BEGIN
                         notes := notes OPERATOR(pg_catalog.||) pg_catalog.format('%s skipped: run %s', targets[position], blocking_index);
                         walked := true;
                     ELSE
-                        SELECT batch.deleted, batch.kept, batch.next_position INTO deleted, kept, batch_position
-                          FROM @extschema@.authfort_cleanup_batch(targets[position], batch_position, batch_size, grace, keep_revoked_until_expired) AS batch;
                         walked := batch_position IS NULL;
                         batches := batches OPERATOR(pg_catalog.+) 1;
                         counts[position] := counts[position] OPERATOR(pg_catalog.+) deleted;

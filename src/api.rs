@@ -149,7 +149,11 @@ fn authfort_cleanup_preview() -> TableIterator<
 /// One batch for `authfort_cleanup_run()`: deletes at most `batch_size` rows
 /// of `target` from `position` (NULL: the start). Returns the rows deleted,
 /// the rows it picked but could not delete (a trigger kept them), and the
-/// position the next batch starts at, NULL once the target is done.
+/// position the next batch starts at, NULL once the target is done. The
+/// first batch (`position` NULL) first checks the quadratic guard, as
+/// `authfort_cleanup_blocking_index()` does: where the target waits for an
+/// index, it deletes nothing and returns that index's CREATE INDEX as
+/// `blocking_index`.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_batch(
@@ -158,7 +162,15 @@ fn authfort_cleanup_batch(
     batch_size: Option<i64>,
     grace: Option<Interval>,
     keep_revoked_until_expired: Option<bool>,
-) -> TableIterator<'static, (name!(deleted, i64), name!(kept, i64), name!(next_position, Option<String>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(deleted, i64),
+        name!(kept, i64),
+        name!(next_position, Option<String>),
+        name!(blocking_index, Option<String>),
+    ),
+> {
     let target = target_named(target);
     let position = position.map(|text| Position::parse(text).unwrap_or_else(|| engine::invalid_position(text)));
     let batch_size =
@@ -170,26 +182,38 @@ fn authfort_cleanup_batch(
         "Pass the run's keep_revoked_until_expired, true or false.",
     );
     let options = options(Some(grace), None, Some(false), Some(keep_revoked_until_expired));
-    let batch = bounded(|| engine::clean_batch(&table::resolve(target), &options, position, batch_size));
-    TableIterator::once((batch.deleted, batch.kept, batch.next.map(|next| next.to_string())))
+    let row = bounded(|| {
+        let table = table::resolve(target);
+        if position.is_none() {
+            if let Some(index) = blocking_index(&table) {
+                return (0, 0, None, Some(index));
+            }
+        }
+        let batch = engine::clean_batch(&table, &options, position, batch_size);
+        (batch.deleted, batch.kept, batch.next.map(|next| next.to_string()), None)
+    });
+    TableIterator::once(row)
 }
 
-/// For `authfort_cleanup_run()`: NULL when `target` can be cleaned now,
-/// otherwise the CREATE INDEX statement it is waiting for. Creates the index
-/// itself when `authfort_cleanup.create_missing_indexes` is on.
+/// NULL when `target` can be cleaned now, otherwise the CREATE INDEX
+/// statement it is waiting for. Creates the index itself when
+/// `authfort_cleanup.create_missing_indexes` is on.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
 fn authfort_cleanup_blocking_index(target: Option<&str>) -> Option<String> {
     let target = target_named(target);
-    bounded(|| {
-        let table = table::resolve(target);
-        let missing = engine::guard_quadratic(&table, GuardMode::Check)?;
-        if crate::settings::create_missing_indexes() {
-            indexes::create(&table, &missing);
-            return None;
-        }
-        Some(missing.concurrently)
-    })
+    bounded(|| blocking_index(&table::resolve(target)))
+}
+
+/// The quadratic guard's answer for a batched run, which skips a target
+/// instead of failing: the CREATE INDEX the table waits for, or None.
+fn blocking_index(table: &Table) -> Option<String> {
+    let missing = engine::guard_quadratic(table, GuardMode::Check)?;
+    if crate::settings::create_missing_indexes() {
+        indexes::create(table, &missing);
+        return None;
+    }
+    Some(missing.concurrently)
 }
 
 /// Creates the indexes that keep cleanup linear, and with `time_indexes` the

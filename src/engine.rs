@@ -226,22 +226,28 @@ impl RangeStart {
 }
 
 /// Measures the expiry range of a batch of at most `limit` rows of `arm`
-/// from `start`, reading the arm's index alone (an index-only scan of
-/// `limit` + 1 entries): the batch then deletes by expiry, not by row
-/// address, so it costs what the same DELETE typed by hand costs. `cutoff`
-/// is the rule's, computed once for the batch.
+/// from `start`, reading the arm's index alone: the batch then deletes by
+/// expiry, not by row address, so it costs what the same DELETE typed by
+/// hand costs. One index-only scan of `limit` + 1 entries finds the end,
+/// the expiry of the last of them; a second counts the rows before it, only
+/// when there is an end (rows sharing it fall to the next batch). Streamed
+/// through aggregates, where a materialised list of the entries cost twice
+/// as much. `cutoff` is the rule's, computed once for the batch.
 fn expiry_range(table: &Table, arm: Arm, cutoff: TimestampWithTimeZone, start: RangeStart, limit: i64) -> ExpiryRange {
     let time = table.target.time_column;
+    let arm_rows = format!(
+        "FROM {only} WHERE {filter} AND {from}",
+        only = table.only(),
+        filter = arm.filter_sql(table.target),
+        from = start.condition(time),
+    );
     let (end, rows) = query::two::<TimestampWithTimeZone, i64>(
         &format!(
-            "WITH ahead AS MATERIALIZED (
-                 SELECT {time} AS expiry FROM {only} WHERE {filter} AND {from} ORDER BY {time} LIMIT $3 + 1),
-             bound AS (SELECT CASE WHEN count(*) > $3 THEN max(expiry) END AS expiry FROM ahead)
-             SELECT bound.expiry, (SELECT count(*) FROM ahead WHERE bound.expiry IS NULL OR ahead.expiry < bound.expiry)
-               FROM bound",
-            only = table.only(),
-            filter = arm.filter_sql(table.target),
-            from = start.condition(time),
+            "SELECT CASE WHEN ahead.rows > $3 THEN ahead.last END,
+                    CASE WHEN ahead.rows > $3 THEN (SELECT count(*) {arm_rows} AND {time} < ahead.last)
+                         ELSE ahead.rows END
+               FROM (SELECT count(*) AS rows, max(expiry) AS last
+                       FROM (SELECT {time} AS expiry {arm_rows} ORDER BY {time} LIMIT $3 + 1) AS first_rows) AS ahead"
         ),
         &[cutoff.into(), start.expiry.into(), limit.min(i64::MAX - 1).into()],
     );
@@ -408,7 +414,7 @@ pub fn clean(table: &Table, options: &Options) -> i64 {
                 if deleted >= max_rows {
                     break;
                 }
-                let from = arm.start(options);
+                let from = arm.start(cutoff);
                 deleted += run_arm(table, options, arm, cutoff, from, Tid::BEFORE_ALL, max_rows - deleted).deleted;
             }
             deleted

@@ -100,12 +100,12 @@ pub fn arms(target: &Target, options: &Options) -> Vec<Arm> {
 
 impl Arm {
     /// Where a walk of the arm begins: the expired rows from the oldest, the
-    /// revoked ones from the cutoff (those before it are expired too, and the
-    /// expired arm took them).
-    pub fn start(self, options: &Options) -> TimestampWithTimeZone {
+    /// revoked ones from the rule's `cutoff` (those before it are expired
+    /// too, and the expired arm took them).
+    pub fn start(self, cutoff: TimestampWithTimeZone) -> TimestampWithTimeZone {
         match self {
             Arm::Expired => TimestampWithTimeZone::negative_infinity(),
-            Arm::Revoked => cutoff(options.grace),
+            Arm::Revoked => cutoff,
         }
     }
 

@@ -82,8 +82,7 @@ pub fn require_run_privileges() {
         "SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.proname)
            FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'authfort_cleanup'
-          WHERE p.proname IN ('authfort_cleanup_batch', 'authfort_cleanup_blocking_index',
-                              'authfort_cleanup_lock_key', 'authfort_cleanup_record_run')
+          WHERE p.proname IN ('authfort_cleanup_batch', 'authfort_cleanup_lock_key', 'authfort_cleanup_record_run')
             AND NOT has_function_privilege(p.oid, 'EXECUTE')",
         &[],
     );

@@ -316,6 +316,24 @@ mod tests {
         }
     }
 
+    /// Sessions in batches through both time indexes, the walk whose batch
+    /// that ends the expired rows goes on into the revoked ones: every case
+    /// exercises it, which the mix above reaches one case in twelve.
+    #[pg_test]
+    fn batches_through_both_arms_delete_what_the_oracle_picks() {
+        create_tables();
+        let mut runner = TestRunner::new(Config { cases: 100, failure_persistence: None, ..Config::default() });
+        let both_arms = (case(), 1i64..8).prop_map(|(case, size)| Case {
+            mode: Mode::Batches(size),
+            time_indexes: true,
+            keep_revoked_until_expired: false,
+            ..case
+        });
+        if let Err(failure) = runner.run(&both_arms, |case| check(&SESSIONS, &case)) {
+            panic!("sessions disagree with the oracle: {failure}");
+        }
+    }
+
     #[pg_test]
     fn rules_read_as_authfort_wrote_them() {
         let parity = Options::default();

@@ -11,7 +11,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
 use super::{
     expiry_range, rows_in_blocks, run_blocks, run_first_in_blocks, run_range, run_tie, take_deleter_lock, BlockRange,
-    Picked, RangeStart,
+    ExpiryRange, Picked, RangeStart,
 };
 use crate::error;
 use crate::indexes;
@@ -109,10 +109,10 @@ impl Position {
     /// all, otherwise by heap blocks. A run keeps the walk it started with,
     /// whatever happens to the indexes meanwhile; either walk deletes the
     /// same rows.
-    fn start(table: &Table, options: &Options) -> Self {
+    fn start(table: &Table, options: &Options, cutoff: TimestampWithTimeZone) -> Self {
         match rule::arms(table.target, options).first() {
             Some(arm) if indexes::rule_indexed(table, options) => {
-                Position::Arm(*arm, arm.start(options).into(), Tid::BEFORE_ALL)
+                Position::Arm(*arm, arm.start(cutoff).into(), Tid::BEFORE_ALL)
             }
             _ => Position::Blocks(Tid::BEFORE_ALL),
         }
@@ -142,7 +142,7 @@ pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>,
     // Checked first, so a grace that puts the cutoff after now() is refused
     // even by a batch that gives way to another deleter.
     let cutoff = rule::cutoff(options.grace);
-    let position = position.unwrap_or_else(|| Position::start(table, options));
+    let position = position.unwrap_or_else(|| Position::start(table, options, cutoff));
     // A position never widens what the options allow: the revoked arm exists
     // only where revoked rows go before they expire.
     if let Position::Arm(arm, ..) = position {
@@ -160,11 +160,8 @@ pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>,
     }
 }
 
-/// A batch through an arm's index: the next expiry range that holds at most
-/// `batch_size` rows, deleted as one `DELETE ... WHERE <rule> AND expiry in
-/// the range`. Only where more than a batch of rows share one expiry does a
-/// batch pick them by ctid instead. The batch that reaches the arm's end
-/// hands over to the next arm, if the rule has one, from that arm's start.
+/// A batch through an arm's index, from the position `from` and `after`
+/// name.
 fn clean_arm(
     table: &Table,
     options: &Options,
@@ -180,27 +177,68 @@ fn clean_arm(
     if after != Tid::BEFORE_ALL && after != Tid::AFTER_ALL {
         return clean_tie(table, options, arm, cutoff, expiry, after, batch_size);
     }
-    let start = RangeStart { expiry, inclusive: after == Tid::BEFORE_ALL };
+    clean_range(table, options, arm, cutoff, RangeStart { expiry, inclusive: after == Tid::BEFORE_ALL }, batch_size)
+}
+
+/// The next expiry range of the arm from `start` that holds at most
+/// `batch_size` rows, deleted as one `DELETE ... WHERE <rule> AND expiry in
+/// the range`. Only where more than a batch of rows share one expiry does a
+/// batch pick them by ctid instead.
+fn clean_range(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    start: RangeStart,
+    batch_size: i64,
+) -> Batch {
     let range = expiry_range(table, arm, cutoff, start, batch_size);
     match range.end {
         // More than a batch of rows share the expiry the range would end at.
         Some(end) if range.rows == 0 => clean_tie(table, options, arm, cutoff, end, Tid::BEFORE_ALL, batch_size),
-        Some(end) => {
-            let deleted = run_range(table, options, arm, cutoff, start, Some(end));
-            Batch {
-                deleted,
-                kept: (range.rows - deleted).max(0),
-                next: Some(Position::Arm(arm, end.into(), Tid::BEFORE_ALL)),
-            }
-        }
-        None => {
-            let deleted = run_range(table, options, arm, cutoff, start, None);
-            let arms = rule::arms(table.target, options);
-            let next_arm = arms.iter().skip_while(|each| **each != arm).nth(1);
-            let next = next_arm.map(|next| Position::Arm(*next, next.start(options).into(), Tid::BEFORE_ALL));
-            Batch { deleted, kept: (range.rows - deleted).max(0), next }
-        }
+        _ => delete_range(table, options, arm, cutoff, start, &range, batch_size),
     }
+}
+
+/// Deletes `range`, measured from `start` with `batch_size`. A range that
+/// reaches the arm's end with room left goes on into the next arm, if the
+/// rule has one, from that arm's start, as far as the next range that fits
+/// the room: a backlog that fits in one batch costs one batch. Rows sharing
+/// one expiry beyond the room wait for the next batch, which takes them by
+/// range rather than by ctid.
+fn delete_range(
+    table: &Table,
+    options: &Options,
+    arm: Arm,
+    cutoff: TimestampWithTimeZone,
+    start: RangeStart,
+    range: &ExpiryRange,
+    batch_size: i64,
+) -> Batch {
+    // An empty range leaves a DELETE nothing to find; a row that expires
+    // meanwhile is the next run's.
+    let deleted = if range.rows > 0 { run_range(table, options, arm, cutoff, start, range.end) } else { 0 };
+    let kept = (range.rows - deleted).max(0);
+    if let Some(end) = range.end {
+        return Batch { deleted, kept, next: Some(Position::Arm(arm, end.into(), Tid::BEFORE_ALL)) };
+    }
+    let arms = rule::arms(table.target, options);
+    let Some(next_arm) = arms.iter().skip_while(|each| **each != arm).nth(1) else {
+        return Batch { deleted, kept, next: None };
+    };
+    let next_start = RangeStart { expiry: next_arm.start(cutoff), inclusive: true };
+    let handed_over =
+        Batch { deleted, kept, next: Some(Position::Arm(*next_arm, next_start.expiry.into(), Tid::BEFORE_ALL)) };
+    let room = batch_size - range.rows;
+    if room <= 0 {
+        return handed_over;
+    }
+    let next_range = expiry_range(table, *next_arm, cutoff, next_start, room);
+    if next_range.end.is_some() && next_range.rows == 0 {
+        return handed_over;
+    }
+    let rest = delete_range(table, options, *next_arm, cutoff, next_start, &next_range, room);
+    Batch { deleted: deleted + rest.deleted, kept: kept + rest.kept, next: rest.next }
 }
 
 /// A batch through rows that all expire at `expiry`, after ctid `after`; the

@@ -75,6 +75,12 @@ SELECT * FROM authfort_cleanup_batch('sessions', NULL, 5000, '0', true);
 SELECT count(*) FILTER (WHERE expires_at < now()) AS expired_left, count(*) FILTER (WHERE revoked) AS revoked_left
   FROM authfort_refresh_tokens;
 
+-- A batch that walks the expired rows to their end with room left goes on
+-- into the revoked ones: a backlog that fits in one batch is one batch.
+SELECT pg_temp.seed_sessions(200000, 0.01);
+SELECT * FROM authfort_cleanup_batch('sessions', NULL, 5000, '0', false);
+SELECT count(*) AS deletable_left FROM authfort_refresh_tokens WHERE revoked OR expires_at < now();
+
 -- max_rows takes the oldest first, through the indexes.
 SELECT pg_temp.seed_sessions(200000, 0.01);
 CREATE TEMP TABLE before AS SELECT id, expires_at, revoked FROM authfort_refresh_tokens WHERE revoked OR expires_at < now();
@@ -132,4 +138,32 @@ SELECT authfort_cleanup_tokens() AS deleted_the_rest;
 
 DROP INDEX ix_authfort_refresh_tokens_expires_at, ix_authfort_refresh_tokens_expires_at_revoked,
            ix_authfort_verification_tokens_expires_at, ix_authfort_signing_keys_expires_at;
+
+-- Only an index a batch can walk counts as a time index: a btree that leads
+-- with expires_at, with no expression, and with exactly the arm's predicate.
+-- With any other, batches walk heap blocks ("blocks"), and delete the same.
+SELECT pg_temp.seed_sessions(20000, 0.01);
+CREATE INDEX odd_brin ON authfort_refresh_tokens USING brin (expires_at);
+CREATE INDEX odd_hash ON authfort_refresh_tokens USING hash (expires_at);
+CREATE INDEX odd_second ON authfort_refresh_tokens (user_id, expires_at);
+CREATE INDEX odd_expression ON authfort_refresh_tokens (expires_at, lower(token_hash));
+CREATE INDEX odd_partial ON authfort_refresh_tokens (expires_at) WHERE NOT revoked;
+CREATE INDEX odd_partial_revoked ON authfort_refresh_tokens (expires_at, id) WHERE revoked AND user_id IS NOT NULL;
+CREATE VIEW pg_temp.first_walk AS
+SELECT split_part(b.next_position, ' ', 1) AS walk, split_part(k.next_position, ' ', 1) AS walk_keeping_revoked
+  FROM authfort_cleanup_batch('sessions', NULL, 10, '0', false) AS b,
+       authfort_cleanup_batch('sessions', NULL, 10, '0', true) AS k;
+SELECT * FROM pg_temp.first_walk;
+-- The plain index serves the expired arm; the revoked arm still lacks its own.
+CREATE INDEX plain ON authfort_refresh_tokens (expires_at);
+SELECT * FROM pg_temp.first_walk;
+CREATE INDEX partial_revoked ON authfort_refresh_tokens (expires_at) WHERE revoked;
+SELECT * FROM pg_temp.first_walk;
+-- The revoked arm walks the index from the cutoff up, where a NULL expiry
+-- would never be: it needs expires_at NOT NULL, as AuthFort declares it.
+ALTER TABLE authfort_refresh_tokens ALTER COLUMN expires_at DROP NOT NULL;
+SELECT * FROM pg_temp.first_walk;
+ALTER TABLE authfort_refresh_tokens ALTER COLUMN expires_at SET NOT NULL;
+SELECT * FROM pg_temp.first_walk;
+DROP INDEX odd_brin, odd_hash, odd_second, odd_expression, odd_partial, odd_partial_revoked, plain, partial_revoked;
 TRUNCATE authfort_refresh_tokens, authfort_verification_tokens;
