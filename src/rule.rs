@@ -6,10 +6,10 @@
 //! settings, never a table in the catalog.
 
 use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
 use crate::error;
-use crate::query;
 use crate::targets::Target;
 
 /// How a call narrows AuthFort's rule. `Options::default()` is AuthFort's rule
@@ -35,30 +35,44 @@ impl Default for Options {
 /// came from: interval comparison counts a month as 30 days, while
 /// `now() - grace` uses calendar months, so `'-1 mon 30 days'` compares as
 /// zero yet puts the cutoff a day in the future. A cutoff after now() would
-/// delete live rows.
+/// delete live rows. Computed with PostgreSQL's own timestamp arithmetic,
+/// without a statement: every batch computes it.
 pub fn cutoff(grace: Interval) -> TimestampWithTimeZone {
-    let (cutoff, error_text) = query::two::<TimestampWithTimeZone, String>(
-        // The outer bounds only keep `now() - grace` from overflowing; the
-        // cutoff itself decides.
-        "WITH computed AS (
-            SELECT CASE WHEN $1 BETWEEN interval '-1000 years' AND interval '1000 years' THEN now() - $1 END AS cutoff)
-         SELECT CASE WHEN cutoff <= now() AND cutoff >= now() - interval '100 years' THEN cutoff END,
-                CASE WHEN cutoff > now() OR (cutoff IS NULL AND $1 < interval '0')
-                     THEN 'It puts the cutoff, now() - grace, after now()'
-                     ELSE 'It puts the cutoff, now() - grace, more than 100 years back' END
-           FROM computed",
-        &[grace.into()],
-    );
-    match cutoff {
-        Some(cutoff) => cutoff,
-        None => error::raise_with_detail(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "grace must be between 0 and 100 years",
-            format!("{}.", error_text.unwrap_or_default()),
-            "grace keeps rows that expired less than this long ago, for example grace => '7 days'; \
-             give it in one unit, without negative parts.",
-        ),
+    let now = transaction_start();
+    // These outer bounds, compared as PostgreSQL compares intervals, only
+    // keep `now() - grace` from overflowing; the cutoff itself decides.
+    let computable = grace.as_micros().abs() <= Interval::from_years(1000).as_micros();
+    let computed = computable.then(|| now - grace);
+    match computed {
+        Some(cutoff) if cutoff <= now && cutoff >= now - Interval::from_years(100) => cutoff,
+        _ => {
+            let after_now = match computed {
+                Some(cutoff) => cutoff > now,
+                None => grace.as_micros() < 0,
+            };
+            error::raise_with_detail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "grace must be between 0 and 100 years",
+                if after_now {
+                    "It puts the cutoff, now() - grace, after now()."
+                } else {
+                    "It puts the cutoff, now() - grace, more than 100 years back."
+                },
+                "grace keeps rows that expired less than this long ago, for example grace => '7 days'; \
+                 give it in one unit, without negative parts.",
+            )
+        }
     }
+}
+
+/// now(): the start of the current transaction.
+fn transaction_start() -> TimestampWithTimeZone {
+    // SAFETY: reads the current transaction's start time, on the backend's
+    // only thread.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    TimestampWithTimeZone::try_from(now).unwrap_or_else(|_| {
+        error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the transaction has no start time", "This is a bug.")
+    })
 }
 
 /// The WHERE clause that picks a target's deletable rows; `$1` is the cutoff.

@@ -2,8 +2,11 @@
 //! columns its rule reads, and the checks every call makes before it reads
 //! or writes it (a standby, a read-only transaction, missing privileges).
 
+use std::ffi::{CStr, CString};
+
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
 
 use crate::error;
 use crate::query;
@@ -20,6 +23,10 @@ pub struct Table {
 }
 
 impl Table {
+    fn new(target: &'static Target, oid: pg_sys::Oid) -> Self {
+        Table { target, oid, qualified_name: qualified_name(target) }
+    }
+
     /// What a statement reads or deletes from: the table alone, never a
     /// child, because a ctid names a row only within one relation.
     pub fn only(&self) -> String {
@@ -29,76 +36,115 @@ impl Table {
 
 /// The target's table when it exists in the schema setting, unchecked.
 pub fn try_resolve(target: &'static Target) -> Option<Table> {
-    let schema = settings::authfort_schema();
-    let (oid, qualified_name) = query::two::<pg_sys::Oid, String>(
-        "SELECT c.oid, format('%I.%I', $1::text, $2::text) FROM (VALUES (1)) AS one
-           LEFT JOIN pg_namespace n ON n.nspname = $1
-           LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind = 'r'",
-        &[schema.as_str().into(), target.table.into()],
-    );
-    Some(Table { target, oid: oid?, qualified_name: qualified_name.unwrap_or_default() })
+    match find(target) {
+        Found::Relation { oid, relkind: RELKIND_TABLE, .. } => Some(Table::new(target, oid)),
+        _ => None,
+    }
 }
 
 pub fn resolve(target: &'static Target) -> Table {
-    let schema = settings::authfort_schema();
-    let column_names: Vec<&str> = target.columns.iter().map(|column| column.name).collect();
-    let (schema_exists, oid, relkind, qualified_name, column_types, children) = error::spi(Spi::connect(|client| {
-        let row = client
-            .select(
-                // The type of each of the rule's columns, NULL where missing.
-                "SELECT n.oid IS NOT NULL, c.oid, c.relkind::text, format('%I.%I', $1::text, $2::text),
-                        ARRAY(SELECT (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                                       WHERE a.attrelid = c.oid AND a.attname = wanted.name
-                                         AND a.attnum > 0 AND NOT a.attisdropped)
-                                FROM unnest($3::text[]) WITH ORDINALITY AS wanted(name, position)
-                               ORDER BY wanted.position),
-                        (SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text)
-                           FROM pg_inherits WHERE inhparent = c.oid)
-                   FROM (VALUES (1)) AS one
-                   LEFT JOIN pg_namespace n ON n.nspname = $1
-                   LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
-                Some(1),
-                &[schema.as_str().into(), target.table.into(), column_names.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::SpiError>((
-            row.get::<bool>(1)?.unwrap_or(false),
-            row.get::<pg_sys::Oid>(2)?,
-            row.get::<String>(3)?,
-            row.get::<String>(4)?.unwrap_or_default(),
-            row.get::<Vec<Option<String>>>(5)?.unwrap_or_default(),
-            row.get::<String>(6)?,
-        ))
-    }));
-    if !schema_exists {
-        error::raise(
+    let (oid, has_subclass) = match find(target) {
+        Found::Relation { oid, relkind: RELKIND_TABLE, has_subclass } => (oid, has_subclass),
+        Found::Relation { .. } => error::raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{} is not a plain table", qualified_name(target)),
+            "authfort_cleanup works on the tables AuthFort's migrations create.",
+        ),
+        Found::NoSchema(schema) => error::raise(
             PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
             format!("schema \"{schema}\" named by authfort_cleanup.schema does not exist"),
             "Set authfort_cleanup.schema to the schema that holds AuthFort's tables.",
-        );
-    }
-    let Some(oid) = oid else {
-        error::raise(
+        ),
+        Found::NoRelation => error::raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("relation {qualified_name} does not exist"),
+            format!("relation {} does not exist", qualified_name(target)),
             "Run AuthFort's migrations (await auth.migrate()), or set authfort_cleanup.schema \
              to the schema that holds AuthFort's tables.",
-        );
+        ),
     };
-    if relkind.as_deref() != Some("r") {
-        error::raise(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{qualified_name} is not a plain table"),
-            "authfort_cleanup works on the tables AuthFort's migrations create.",
+    let table = Table::new(target, oid);
+    for column in target.columns {
+        check_column(&table.qualified_name, column.name, column.sql_type, column_type(oid, column.name));
+    }
+    // The flag can outlive the last child (VACUUM clears it): the list decides.
+    if has_subclass {
+        let children = query::one::<String>(
+            "SELECT string_agg(inhrelid::regclass::text, ', ' ORDER BY inhrelid::regclass::text)
+               FROM pg_inherits WHERE inhparent = $1",
+            &[oid.into()],
         );
+        if let Some(children) = children {
+            refuse_inheritance_children(&table.qualified_name, &children);
+        }
     }
-    for (column, actual_type) in target.columns.iter().zip(column_types) {
-        check_column(&qualified_name, column.name, column.sql_type, actual_type);
+    table
+}
+
+/// `pg_class.relkind` of a plain table.
+const RELKIND_TABLE: u8 = pg_sys::RELKIND_RELATION;
+
+/// What the catalog holds under a target's name in the schema setting.
+enum Found {
+    NoSchema(String),
+    NoRelation,
+    Relation { oid: pg_sys::Oid, relkind: u8, has_subclass: bool },
+}
+
+/// Looks the target's table up in the backend's catalog caches: a batch
+/// resolves its table every time, and a catalog query for it cost a plan
+/// each time, a tenth of a millisecond and more.
+fn find(target: &'static Target) -> Found {
+    let schema = settings::authfort_schema();
+    // A setting and a target's name hold no NUL; an empty name finds nothing.
+    let schema_name = CString::new(schema.as_str()).unwrap_or_default();
+    let table_name = CString::new(target.table).unwrap_or_default();
+    // SAFETY: lookups by NUL-terminated name in the catalog caches, on the
+    // backend's only thread; missing_ok, so an absent schema is InvalidOid,
+    // not an error.
+    let namespace = unsafe { pg_sys::get_namespace_oid(schema_name.as_ptr(), true) };
+    if namespace == pg_sys::InvalidOid {
+        return Found::NoSchema(schema);
     }
-    if let Some(children) = children {
-        refuse_inheritance_children(&qualified_name, &children);
+    // SAFETY: as above.
+    let oid = unsafe { pg_sys::get_relname_relid(table_name.as_ptr(), namespace) };
+    if oid == pg_sys::InvalidOid {
+        return Found::NoRelation;
     }
-    Table { target, oid, qualified_name }
+    // SAFETY: the tuple is the cache's, read while pinned and released
+    // straight after; a NULL means the relation was dropped meanwhile.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(oid));
+        if tuple.is_null() {
+            return Found::NoRelation;
+        }
+        let class = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
+        let found = Found::Relation { oid, relkind: class.relkind as u8, has_subclass: class.relhassubclass };
+        pg_sys::ReleaseSysCache(tuple);
+        found
+    }
+}
+
+/// `schema.table`, each part quoted as an identifier.
+fn qualified_name(target: &Target) -> String {
+    format!("{}.{}", quote_identifier(settings::authfort_schema()), quote_identifier(target.table))
+}
+
+/// The type of a column as `format_type()` writes it, or None when the table
+/// has no such column (or only a dropped one).
+fn column_type(oid: pg_sys::Oid, column: &str) -> Option<String> {
+    let column_name = CString::new(column).ok()?;
+    // SAFETY: catalog-cache lookups on the backend's only thread; get_attnum
+    // skips dropped columns, and the name is NUL-terminated.
+    unsafe {
+        let attnum = pg_sys::get_attnum(oid, column_name.as_ptr());
+        if attnum <= 0 {
+            return None;
+        }
+        let (mut type_oid, mut typmod, mut collation) = (pg_sys::InvalidOid, -1, pg_sys::InvalidOid);
+        pg_sys::get_atttypetypmodcoll(oid, attnum, &mut type_oid, &mut typmod, &mut collation);
+        let formatted = pg_sys::format_type_with_typemod(type_oid, typmod);
+        Some(CStr::from_ptr(formatted).to_string_lossy().into_owned())
+    }
 }
 
 /// A table with inheritance children is refused: AuthFort's own DELETE
@@ -169,32 +215,64 @@ pub fn require_writable(table: &Table) {
     require_privileges(table, DELETING_PRIVILEGES);
 }
 
+/// A privilege on a table, as GRANT spells it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    Select,
+    Update,
+    Delete,
+}
+
+impl Privilege {
+    fn name(self) -> &'static str {
+        match self {
+            Privilege::Select => "SELECT",
+            Privilege::Update => "UPDATE",
+            Privilege::Delete => "DELETE",
+        }
+    }
+
+    fn acl_mode(self) -> pg_sys::AclMode {
+        pg_sys::AclMode::from(match self {
+            Privilege::Select => pg_sys::ACL_SELECT,
+            Privilege::Update => pg_sys::ACL_UPDATE,
+            Privilege::Delete => pg_sys::ACL_DELETE,
+        })
+    }
+}
+
 /// What deleting needs. UPDATE is what lets cleanup skip rows the
 /// application holds locked (`FOR UPDATE SKIP LOCKED`).
-pub const DELETING_PRIVILEGES: &[&str] = &["SELECT", "UPDATE", "DELETE"];
+pub const DELETING_PRIVILEGES: &[Privilege] = &[Privilege::Select, Privilege::Update, Privilege::Delete];
 
 /// Counting and previewing only read.
-pub const READING_PRIVILEGES: &[&str] = &["SELECT"];
+pub const READING_PRIVILEGES: &[Privilege] = &[Privilege::Select];
 
 /// The privileges among `privileges` the current role lacks on `table`,
-/// comma-separated, or None.
-pub fn missing_privileges(table: &Table, privileges: &[&str]) -> Option<String> {
-    query::one::<String>(
-        "SELECT string_agg(privilege, ', ' ORDER BY ordinality)
-           FROM unnest($2::text[]) WITH ORDINALITY AS p(privilege, ordinality)
-          WHERE NOT has_table_privilege($1, privilege)",
-        &[table.oid.into(), privileges.to_vec().into()],
-    )
+/// comma-separated, or None: `has_table_privilege()`'s answer, asked of the
+/// ACL directly rather than through a statement per batch.
+pub fn missing_privileges(table: &Table, privileges: &[Privilege]) -> Option<String> {
+    let missing: Vec<&str> = privileges
+        .iter()
+        .filter(|privilege| {
+            // SAFETY: an ACL check of an existing relation for the current
+            // role, on the backend's only thread.
+            let result = unsafe { pg_sys::pg_class_aclcheck(table.oid, pg_sys::GetUserId(), privilege.acl_mode()) };
+            result != pg_sys::AclResult::ACLCHECK_OK
+        })
+        .map(|privilege| privilege.name())
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(", "))
 }
 
 /// Raises 42501 with the GRANT that fixes it, before PostgreSQL would raise
 /// its own error with no HINT halfway through.
-pub fn require_privileges(table: &Table, privileges: &[&str]) {
+pub fn require_privileges(table: &Table, privileges: &[Privilege]) {
     let Some(missing) = missing_privileges(table, privileges) else {
         return;
     };
     let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
-    let needed = privileges.join(", ");
+    let needed = privileges.iter().map(|privilege| privilege.name()).collect::<Vec<_>>().join(", ");
     let why = if privileges == DELETING_PRIVILEGES {
         " UPDATE is what lets it skip rows the application holds locked."
     } else {
