@@ -99,8 +99,9 @@ pub fn missing_time_indexes(table: &Table, options: &Options) -> Vec<(Arm, Index
 /// table.
 pub fn missing_self_reference_index(table: &Table) -> Option<IndexSpec> {
     let column = table.target.self_reference?;
+    let column_number = column_number(table, column);
     let searchable = |index: &IndexFacts| {
-        Some(index.first_column) == column_number(table, column)
+        Some(index.first_column) == column_number
             && [pg_sys::BTREE_AM_OID, pg_sys::HASH_AM_OID].contains(&index.access_method)
             && index.usable
             && index.predicate.is_none()
