@@ -13,6 +13,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
+use crate::catalog;
 use crate::error;
 use crate::lock_waits;
 use crate::query;
@@ -54,19 +55,20 @@ pub fn arm_index(table: &Table, arm: Arm) -> IndexSpec {
     IndexSpec::new(table, table.target.time_column, arm.index_predicate(table.target))
 }
 
-/// Whether a valid btree index leads with the time column and has exactly the
-/// arm's predicate (none for `Expired`, `revoked` for `Revoked`). The
-/// `Revoked` arm also needs the time column to be NOT NULL: it walks the
-/// index from the cutoff up, and a NULL would sit outside that range.
-fn arm_indexed(table: &Table, arm: Arm) -> bool {
-    let Some(time_column) = column_number(table, table.target.time_column) else {
+/// Whether a valid btree index among `indexes`, the table's, leads with the
+/// time column and has exactly the arm's predicate (none for `Expired`,
+/// `revoked` for `Revoked`). The `Revoked` arm also needs the time column to
+/// be NOT NULL: it walks the index from the cutoff up, and a NULL would sit
+/// outside that range.
+fn arm_indexed(table: &Table, indexes: &[IndexFacts], arm: Arm) -> bool {
+    let Some(time_column) = catalog::column_number(table.oid, table.target.time_column) else {
         return false;
     };
     let predicate = arm.index_predicate(table.target);
-    if predicate.is_some() && !not_null(table, time_column) {
+    if predicate.is_some() && !catalog::not_null(table.oid, time_column) {
         return false;
     }
-    indexes_of(table).iter().any(|index| {
+    indexes.iter().any(|index| {
         index.first_column == time_column
             && index.access_method == pg_sys::BTREE_AM_OID
             && index.usable
@@ -78,14 +80,16 @@ fn arm_indexed(table: &Table, arm: Arm) -> bool {
 /// True when every arm of the rule has its index, so cleanup can read only
 /// the rows it deletes.
 pub fn rule_indexed(table: &Table, options: &Options) -> bool {
-    rule::arms(table.target, options).into_iter().all(|arm| arm_indexed(table, arm))
+    let indexes = indexes_of(table);
+    rule::arms(table.target, options).into_iter().all(|arm| arm_indexed(table, &indexes, arm))
 }
 
 /// The time indexes the rule lacks.
 pub fn missing_time_indexes(table: &Table, options: &Options) -> Vec<(Arm, IndexSpec)> {
+    let indexes = indexes_of(table);
     rule::arms(table.target, options)
         .into_iter()
-        .filter(|arm| !arm_indexed(table, *arm))
+        .filter(|arm| !arm_indexed(table, &indexes, *arm))
         .map(|arm| (arm, arm_index(table, arm)))
         .collect()
 }
@@ -99,7 +103,7 @@ pub fn missing_time_indexes(table: &Table, options: &Options) -> Vec<(Arm, Index
 /// table.
 pub fn missing_self_reference_index(table: &Table) -> Option<IndexSpec> {
     let column = table.target.self_reference?;
-    let column_number = column_number(table, column);
+    let column_number = catalog::column_number(table.oid, column);
     let searchable = |index: &IndexFacts| {
         Some(index.first_column) == column_number
             && [pg_sys::BTREE_AM_OID, pg_sys::HASH_AM_OID].contains(&index.access_method)
@@ -122,9 +126,7 @@ struct IndexFacts {
     predicate: Option<String>,
 }
 
-/// The table's indexes, read from the relation and catalog caches: the first
-/// batch of every target asks, and a catalog query for it cost a plan each
-/// time, a third of a millisecond.
+/// The table's indexes, read from the relation and catalog caches.
 fn indexes_of(table: &Table) -> Vec<IndexFacts> {
     // SAFETY: the table is opened under ACCESS SHARE, the lock any SELECT
     // takes, held to the end of the transaction as PostgreSQL does; the
@@ -140,85 +142,41 @@ fn indexes_of(table: &Table) -> Vec<IndexFacts> {
 }
 
 fn index_facts(index: pg_sys::Oid) -> Option<IndexFacts> {
-    let access_method = relation_access_method(index)?;
-    // SAFETY: the pg_index tuple is the cache's, pinned until released at
-    // the end; its fixed part (up to indkey, whose first indnatts entries
-    // exist) is read through GETSTRUCT, and the rest through SysCacheGetAttr.
+    let access_method = catalog::class(index)?.access_method;
+    // SAFETY: the pg_index tuple is the cache's, pinned while read; its fixed
+    // part (up to indkey, whose first indnatts entries exist) is read through
+    // GETSTRUCT, and the rest through SysCacheGetAttr.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::INDEXRELID as i32, pg_sys::Datum::from(index));
-        if tuple.is_null() {
-            return None;
-        }
-        let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
-        let key_count = usize::try_from(form.indnatts).unwrap_or(0);
-        let first_column = form.indkey.values.as_slice(key_count).first().copied().unwrap_or(0);
-        let has_expressions =
-            !pg_sys::heap_attisnull(tuple, pg_sys::Anum_pg_index_indexprs as i32, std::ptr::null_mut());
-        let mut predicate_is_null = false;
-        let predicate_tree = pg_sys::SysCacheGetAttr(
-            pg_sys::SysCacheIdentifier::INDEXRELID as i32,
-            tuple,
-            pg_sys::Anum_pg_index_indpred as pg_sys::AttrNumber,
-            &mut predicate_is_null,
-        );
-        let predicate = if predicate_is_null {
-            None
-        } else {
-            pgrx::direct_function_call::<String>(
-                pg_sys::pg_get_expr,
-                &[Some(predicate_tree), Some(pg_sys::Datum::from(form.indrelid))],
-            )
-        };
-        let facts = IndexFacts {
-            first_column,
-            access_method,
-            usable: form.indisvalid && form.indisready,
-            has_expressions,
-            predicate,
-        };
-        pg_sys::ReleaseSysCache(tuple);
-        Some(facts)
-    }
-}
-
-/// `pg_class.relam` of a relation, None if it is gone.
-fn relation_access_method(relation: pg_sys::Oid) -> Option<pg_sys::Oid> {
-    // SAFETY: a cache tuple, read while pinned and released straight after.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(relation));
-        if tuple.is_null() {
-            return None;
-        }
-        let access_method = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relam;
-        pg_sys::ReleaseSysCache(tuple);
-        Some(access_method)
-    }
-}
-
-/// The attribute number of a column of the table, None if it has none.
-fn column_number(table: &Table, column: &str) -> Option<i16> {
-    let name = std::ffi::CString::new(column).ok()?;
-    // SAFETY: a catalog-cache lookup by NUL-terminated name; dropped columns
-    // are skipped.
-    let number = unsafe { pg_sys::get_attnum(table.oid, name.as_ptr()) };
-    (number > 0).then_some(number)
-}
-
-/// Whether a column of the table is NOT NULL.
-fn not_null(table: &Table, column: i16) -> bool {
-    // SAFETY: a cache tuple, read while pinned and released straight after.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache2(
-            pg_sys::SysCacheIdentifier::ATTNUM as i32,
-            pg_sys::Datum::from(table.oid),
-            pg_sys::Datum::from(column),
-        );
-        if tuple.is_null() {
-            return false;
-        }
-        let not_null = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_attribute>(tuple)).attnotnull;
-        pg_sys::ReleaseSysCache(tuple);
-        not_null
+        catalog::read_cached(tuple, |tuple| {
+            let form = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_index>(tuple);
+            let key_count = usize::try_from(form.indnatts).unwrap_or(0);
+            let mut predicate_is_null = false;
+            let predicate_tree = pg_sys::SysCacheGetAttr(
+                pg_sys::SysCacheIdentifier::INDEXRELID as i32,
+                tuple,
+                pg_sys::Anum_pg_index_indpred as pg_sys::AttrNumber,
+                &mut predicate_is_null,
+            );
+            IndexFacts {
+                first_column: form.indkey.values.as_slice(key_count).first().copied().unwrap_or(0),
+                access_method,
+                usable: form.indisvalid && form.indisready,
+                has_expressions: !pg_sys::heap_attisnull(
+                    tuple,
+                    pg_sys::Anum_pg_index_indexprs as i32,
+                    std::ptr::null_mut(),
+                ),
+                predicate: (!predicate_is_null)
+                    .then(|| {
+                        pgrx::direct_function_call::<String>(
+                            pg_sys::pg_get_expr,
+                            &[Some(predicate_tree), Some(pg_sys::Datum::from(form.indrelid))],
+                        )
+                    })
+                    .flatten(),
+            }
+        })
     }
 }
 

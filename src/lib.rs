@@ -21,6 +21,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod catalog;
 mod check;
 mod engine;
 mod error;

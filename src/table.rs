@@ -2,12 +2,13 @@
 //! columns its rule reads, and the checks every call makes before it reads
 //! or writes it (a standby, a read-only transaction, missing privileges).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
+use crate::catalog;
 use crate::error;
 use crate::query;
 use crate::settings;
@@ -64,7 +65,8 @@ pub fn resolve(target: &'static Target) -> Table {
     };
     let table = Table::new(target, oid);
     for column in target.columns {
-        check_column(&table.qualified_name, column.name, column.sql_type, column_type(oid, column.name));
+        let actual_type = catalog::column_number(oid, column.name).map(|number| catalog::column_type(oid, number));
+        check_column(&table.qualified_name, column.name, column.sql_type, actual_type);
     }
     // The flag can outlive the last child (VACUUM clears it): the list decides.
     if has_subclass {
@@ -91,8 +93,7 @@ enum Found {
 }
 
 /// Looks the target's table up in the backend's catalog caches: a batch
-/// resolves its table every time, and a catalog query for it cost a plan
-/// each time, a tenth of a millisecond and more.
+/// resolves its table every time.
 fn find(target: &'static Target) -> Found {
     let schema = settings::authfort_schema();
     // A setting and a target's name hold no NUL; an empty name finds nothing.
@@ -110,41 +111,16 @@ fn find(target: &'static Target) -> Found {
     if oid == pg_sys::InvalidOid {
         return Found::NoRelation;
     }
-    // SAFETY: the tuple is the cache's, read while pinned and released
-    // straight after; a NULL means the relation was dropped meanwhile.
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(oid));
-        if tuple.is_null() {
-            return Found::NoRelation;
-        }
-        let class = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
-        let found = Found::Relation { oid, relkind: class.relkind as u8, has_subclass: class.relhassubclass };
-        pg_sys::ReleaseSysCache(tuple);
-        found
+    // A relation dropped meanwhile has no pg_class row any more.
+    match catalog::class(oid) {
+        Some(class) => Found::Relation { oid, relkind: class.relkind, has_subclass: class.has_subclass },
+        None => Found::NoRelation,
     }
 }
 
 /// `schema.table`, each part quoted as an identifier.
 fn qualified_name(target: &Target) -> String {
     format!("{}.{}", quote_identifier(settings::authfort_schema()), quote_identifier(target.table))
-}
-
-/// The type of a column as `format_type()` writes it, or None when the table
-/// has no such column (or only a dropped one).
-fn column_type(oid: pg_sys::Oid, column: &str) -> Option<String> {
-    let column_name = CString::new(column).ok()?;
-    // SAFETY: catalog-cache lookups on the backend's only thread; get_attnum
-    // skips dropped columns, and the name is NUL-terminated.
-    unsafe {
-        let attnum = pg_sys::get_attnum(oid, column_name.as_ptr());
-        if attnum <= 0 {
-            return None;
-        }
-        let (mut type_oid, mut typmod, mut collation) = (pg_sys::InvalidOid, -1, pg_sys::InvalidOid);
-        pg_sys::get_atttypetypmodcoll(oid, attnum, &mut type_oid, &mut typmod, &mut collation);
-        let formatted = pg_sys::format_type_with_typemod(type_oid, typmod);
-        Some(CStr::from_ptr(formatted).to_string_lossy().into_owned())
-    }
 }
 
 /// A table with inheritance children is refused: AuthFort's own DELETE
