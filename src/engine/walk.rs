@@ -160,8 +160,8 @@ pub fn clean_batch(table: &Table, options: &Options, position: Option<Position>,
     }
 }
 
-/// A batch through an arm's index, from the position `from` and `after`
-/// name.
+/// A batch through an arm's index from a position: within rows that share
+/// the expiry `from` (after ctid `after`), or from that expiry on.
 fn clean_arm(
     table: &Table,
     options: &Options,
