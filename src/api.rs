@@ -9,6 +9,7 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
+use crate::catalog;
 use crate::check;
 use crate::engine::{self, GuardMode, Position};
 use crate::error;
@@ -16,7 +17,7 @@ use crate::indexes;
 use crate::lock_waits;
 use crate::rule::Options;
 use crate::run;
-use crate::run_log::{self, Counts, RunStatus};
+use crate::run_log::{self, Counts, LogTable, RunStatus};
 use crate::status;
 use crate::table::{self, Table};
 use crate::targets::{self, Target};
@@ -121,8 +122,11 @@ fn authfort_cleanup_sessions(
 /// The daily job in one call and one transaction, logged and announced.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
-fn authfort_cleanup_all() -> TableIterator<'static, (name!(keys, i64), name!(tokens, i64), name!(sessions, i64))> {
-    let counts = bounded(run::all_in_one_transaction);
+fn authfort_cleanup_all(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> TableIterator<'static, (name!(keys, i64), name!(tokens, i64), name!(sessions, i64))> {
+    let log = LogTable::of_call(fcinfo);
+    let counts = bounded(|| run::all_in_one_transaction(&log));
     TableIterator::once((counts.keys, counts.tokens, counts.sessions))
 }
 
@@ -255,11 +259,14 @@ fn authfort_cleanup_create_indexes(time_indexes: default!(Option<bool>, "false")
 /// the statement that fixes it.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
-fn authfort_cleanup_check() -> TableIterator<
+fn authfort_cleanup_check(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> TableIterator<
     'static,
     (name!(level, String), name!(target, Option<String>), name!(problem, String), name!(fix, Option<String>)),
 > {
-    let rows: Vec<_> = bounded(check::findings)
+    let log = LogTable::of_call(fcinfo);
+    let rows: Vec<_> = bounded(|| check::findings(&log))
         .into_iter()
         .map(|finding| (finding.level.to_string(), finding.target.map(String::from), finding.problem, finding.fix))
         .collect();
@@ -308,9 +315,10 @@ fn authfort_cleanup_target_status() -> TableIterator<
 /// it could not finish and log.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
-fn authfort_cleanup_prepare_run() {
+fn authfort_cleanup_prepare_run(fcinfo: pg_sys::FunctionCallInfo) {
     run::require_commit_allowed();
-    bounded(run::require_run_privileges);
+    let log = LogTable::of_call(fcinfo);
+    bounded(|| run::require_run_privileges(&log, catalog::calling_namespace(fcinfo)));
 }
 
 /// The overlap guard's advisory lock key for the current schema setting.
@@ -323,7 +331,10 @@ fn authfort_cleanup_lock_key() -> i64 {
 /// Writes one run-log row, trims old ones and sends the NOTIFY payload.
 #[pg_extern(volatile, parallel_unsafe, security_invoker)]
 #[search_path(pg_catalog, pg_temp)]
+// Seven SQL arguments; `fcinfo` is the call itself, not one of them.
+#[allow(clippy::too_many_arguments)]
 fn authfort_cleanup_record_run(
+    fcinfo: pg_sys::FunctionCallInfo,
     started_at: Option<TimestampWithTimeZone>,
     keys: Option<i64>,
     tokens: Option<i64>,
@@ -363,5 +374,5 @@ fn authfort_cleanup_record_run(
     let started_at = required_or(started_at, "started_at", "Pass the clock_timestamp() taken when the run began.");
     run_log::require_past(started_at);
     table::refuse_read_only("write the run log", "Record the run in a read-write transaction on the primary.");
-    run_log::record(started_at, &counts, status, error, notes);
+    run_log::record(&LogTable::of_call(fcinfo), started_at, &counts, status, error, notes);
 }

@@ -6,7 +6,7 @@ use crate::engine;
 use crate::indexes;
 use crate::query;
 use crate::rule::{Arm, Options};
-use crate::run_log;
+use crate::run_log::{self, LogTable};
 use crate::space;
 use crate::statistics;
 use crate::table::{self, Table};
@@ -36,7 +36,7 @@ pub struct Finding {
     pub fix: Option<String>,
 }
 
-pub fn findings() -> Vec<Finding> {
+pub fn findings(log: &LogTable) -> Vec<Finding> {
     let mut findings = Vec::new();
     for target in targets::ALL {
         let table = table::resolve(target);
@@ -74,7 +74,7 @@ pub fn findings() -> Vec<Finding> {
             fix: Some("SELECT authfort_cleanup_schedule();".into()),
         });
     }
-    if let Some((failures, last_error)) = run_log::recent_failures() {
+    if let Some((failures, last_error)) = run_log::recent_failures(log) {
         findings.push(Finding {
             level: "warning",
             target: None,

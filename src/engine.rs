@@ -18,6 +18,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::advisory_lock;
 use crate::error;
 use crate::indexes::{self, IndexSpec};
 use crate::lock_waits;
@@ -230,9 +231,10 @@ impl RangeStart {
 /// expiry, not by row address, so it costs what the same DELETE typed by
 /// hand costs. One index-only scan of `limit` + 1 entries finds the end,
 /// the expiry of the last of them; a second counts the rows before it, only
-/// when there is an end (rows sharing it fall to the next batch). Streamed
-/// through aggregates, where a materialised list of the entries cost twice
-/// as much. `cutoff` is the rule's, computed once for the batch.
+/// when there is an end (rows sharing it fall to the next batch). Two
+/// statements, each planned only when it runs, and each streamed through
+/// aggregates, where a materialised list of the entries cost twice as much.
+/// `cutoff` is the rule's, computed once for the batch.
 fn expiry_range(table: &Table, arm: Arm, cutoff: TimestampWithTimeZone, start: RangeStart, limit: i64) -> ExpiryRange {
     let time = table.target.time_column;
     let arm_rows = format!(
@@ -241,17 +243,24 @@ fn expiry_range(table: &Table, arm: Arm, cutoff: TimestampWithTimeZone, start: R
         filter = arm.filter_sql(table.target),
         from = start.condition(time),
     );
-    let (end, rows) = query::two::<TimestampWithTimeZone, i64>(
+    let limit = limit.min(i64::MAX - 1);
+    let (ahead, last) = query::two::<i64, TimestampWithTimeZone>(
         &format!(
-            "SELECT CASE WHEN ahead.rows > $3 THEN ahead.last END,
-                    CASE WHEN ahead.rows > $3 THEN (SELECT count(*) {arm_rows} AND {time} < ahead.last)
-                         ELSE ahead.rows END
-               FROM (SELECT count(*) AS rows, max(expiry) AS last
-                       FROM (SELECT {time} AS expiry {arm_rows} ORDER BY {time} LIMIT $3 + 1) AS first_rows) AS ahead"
+            "SELECT count(*), max(expiry) FROM (SELECT {time} AS expiry {arm_rows} ORDER BY {time} LIMIT $3) AS first_rows"
         ),
-        &[cutoff.into(), start.expiry.into(), limit.min(i64::MAX - 1).into()],
+        &[cutoff.into(), start.expiry.into(), (limit + 1).into()],
     );
-    ExpiryRange { end, rows: rows.unwrap_or(0) }
+    let ahead = ahead.unwrap_or(0);
+    match last {
+        Some(last) if ahead > limit => {
+            let rows = query::one::<i64>(
+                &format!("SELECT count(*) {arm_rows} AND {time} < $3"),
+                &[cutoff.into(), start.expiry.into(), last.into()],
+            );
+            ExpiryRange { end: Some(last), rows: rows.unwrap_or(0) }
+        }
+        _ => ExpiryRange { end: None, rows: ahead },
+    }
 }
 
 /// Deletes the rows of `arm` that the rule selects in the expiry range from
@@ -374,11 +383,10 @@ fn take_deleter_lock(table: &Table) -> bool {
     if table.target.self_reference.is_none() {
         return true;
     }
-    let taken = query::one::<bool>(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended('authfort_cleanup:delete:' || $1, 0))",
-        &[table.qualified_name.as_str().into()],
-    )
-    .unwrap_or(false);
+    let taken = advisory_lock::try_lock_for_transaction(advisory_lock::key(&format!(
+        "authfort_cleanup:delete:{}",
+        table.qualified_name
+    )));
     if !taken {
         notice!(
             "authfort_cleanup: another statement is deleting from {}; this one deleted nothing",

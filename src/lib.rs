@@ -14,12 +14,15 @@
 //! - `space`: the free space a cleanup leaves inside a table.
 //! - `status`: the numbers behind the authfort_cleanup_status view.
 //! - `settings`: the GUCs.
+//! - `advisory_lock`: the keys that keep runs and deleters apart.
+//! - `catalog`: the catalog facts the checks read, from the caches.
 //! - `lock_waits` and `sqlstate`: how long a call may wait for a lock, and
 //!   errors raised inside it keeping their own SQLSTATE.
 //! - `api`: the SQL functions; the procedure and scheduling are SQL in `sql/`.
 
 use pgrx::prelude::*;
 
+mod advisory_lock;
 mod api;
 mod catalog;
 mod check;

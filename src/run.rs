@@ -6,11 +6,13 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
+use crate::advisory_lock;
+use crate::catalog;
 use crate::engine;
 use crate::error;
 use crate::query;
 use crate::rule::Options;
-use crate::run_log::{self, Counts, RunStatus};
+use crate::run_log::{self, Counts, LogTable, RunStatus};
 use crate::settings;
 use crate::table;
 use crate::targets;
@@ -18,28 +20,33 @@ use crate::targets;
 /// One key per AuthFort schema, so runs over different schemas don't exclude
 /// each other.
 pub fn lock_key() -> i64 {
-    let schema = settings::authfort_schema();
-    query::one::<i64>("SELECT hashtextextended('authfort_cleanup:' || $1, 0)", &[schema.as_str().into()]).unwrap_or(0)
+    advisory_lock::key(&format!("authfort_cleanup:{}", settings::authfort_schema()))
 }
 
 /// `authfort_cleanup_all()`: AuthFort's three cleanups with AuthFort's rules,
 /// in the caller's transaction. Being one transaction, a failure rolls back
 /// its log row with everything else; the batched procedure logs failures.
-pub fn all_in_one_transaction() -> Counts {
+pub fn all_in_one_transaction(log: &LogTable) -> Counts {
     let Some(started_at) = query::one::<TimestampWithTimeZone>("SELECT clock_timestamp()", &[]) else {
         error::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "clock_timestamp() returned NULL", "This is a bug.");
     };
     table::refuse_read_only("delete from AuthFort's tables", table::DRY_RUN_HINT);
-    let locked = query::one::<bool>("SELECT pg_try_advisory_xact_lock($1)", &[lock_key().into()]);
-    if locked != Some(true) {
+    if !advisory_lock::try_lock_for_transaction(lock_key()) {
         notice!("authfort_cleanup: another cleanup run is in progress; this one skipped");
-        run_log::record(started_at, &Counts::default(), RunStatus::Skipped, Some("another run was in progress"), None);
+        run_log::record(
+            log,
+            started_at,
+            &Counts::default(),
+            RunStatus::Skipped,
+            Some("another run was in progress"),
+            None,
+        );
         return Counts::default();
     }
     let [keys, tokens, sessions] =
         targets::ALL.map(|target| engine::clean(&table::resolve(target), &Options::default()));
     let counts = Counts { keys, tokens, sessions };
-    run_log::record(started_at, &counts, RunStatus::Ok, None, None);
+    run_log::record(log, started_at, &counts, RunStatus::Ok, None, None);
     counts
 }
 
@@ -62,12 +69,17 @@ pub fn require_commit_allowed() {
     }
 }
 
+/// The functions the procedure calls after `authfort_cleanup_prepare_run()`.
+const CALLED_FUNCTIONS: [&str; 3] =
+    ["authfort_cleanup_batch", "authfort_cleanup_lock_key", "authfort_cleanup_record_run"];
+
 /// Refuses with 42501 and every missing GRANT, before the first batch: on
 /// the tables AuthFort's migrations created (those that exist; a missing one
 /// fails its own batch, logged), the run log and its sequence, and the
-/// functions the procedure calls.
-pub fn require_run_privileges() {
-    let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
+/// functions the procedure calls, found beside the log in the extension's
+/// schema.
+pub fn require_run_privileges(log: &LogTable, extension_namespace: pg_sys::Oid) {
+    let role = catalog::current_role();
     let mut grants = Vec::new();
     for target in targets::ALL {
         let Some(table) = table::try_resolve(target) else {
@@ -77,17 +89,16 @@ pub fn require_run_privileges() {
             grants.push(format!("GRANT SELECT, UPDATE, DELETE ON TABLE {} TO {role};", table.qualified_name));
         }
     }
-    grants.extend(run_log::missing_grants());
-    let functions = query::one::<String>(
-        "SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.proname)
-           FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
-           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'authfort_cleanup'
-          WHERE p.proname IN ('authfort_cleanup_batch', 'authfort_cleanup_lock_key', 'authfort_cleanup_record_run')
-            AND NOT has_function_privilege(p.oid, 'EXECUTE')",
-        &[],
-    );
-    if let Some(functions) = functions {
-        grants.push(format!("GRANT EXECUTE ON FUNCTION {functions} TO {role};"));
+    grants.extend(run_log::missing_grants(log, &role));
+    let mut functions: Vec<String> = CALLED_FUNCTIONS
+        .iter()
+        .filter_map(|name| catalog::function_in(extension_namespace, name))
+        .filter(|function| !catalog::may_execute(*function))
+        .map(catalog::function_signature)
+        .collect();
+    if !functions.is_empty() {
+        functions.sort();
+        grants.push(format!("GRANT EXECUTE ON FUNCTION {} TO {role};", functions.join(", ")));
     }
     if !grants.is_empty() {
         error::raise_with_detail(

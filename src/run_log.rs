@@ -8,6 +8,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 use serde::Serialize;
 
+use crate::catalog::{self, Privilege};
 use crate::error;
 use crate::query;
 use crate::settings;
@@ -69,21 +70,31 @@ impl Announcement<'_> {
     }
 }
 
-/// The log table, qualified with the schema the extension was created in.
-fn log_table() -> String {
-    let table = query::one::<String>(
-        "SELECT format('%I.authfort_cleanup_runs', n.nspname)
-           FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-          WHERE e.extname = 'authfort_cleanup'",
-        &[],
-    );
-    match table {
-        Some(table) => table,
-        None => error::raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            "extension \"authfort_cleanup\" is not installed in this database",
-            "CREATE EXTENSION authfort_cleanup;",
-        ),
+/// The run log's table and its id sequence, in the extension's schema.
+pub struct LogTable {
+    oid: pg_sys::Oid,
+    qualified_name: String,
+    sequence: Option<(pg_sys::Oid, String)>,
+}
+
+impl LogTable {
+    const NAME: &'static str = "authfort_cleanup_runs";
+    const SEQUENCE: &'static str = "authfort_cleanup_runs_id_seq";
+
+    /// The log of the extension whose function `fcinfo` calls.
+    pub fn of_call(fcinfo: pg_sys::FunctionCallInfo) -> Self {
+        let namespace = catalog::calling_namespace(fcinfo);
+        let qualified_name = catalog::qualified_name(namespace, Self::NAME);
+        let Some(oid) = catalog::relation_in(namespace, Self::NAME) else {
+            error::raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation {qualified_name} does not exist"),
+                "The extension is incomplete: DROP EXTENSION authfort_cleanup; then CREATE EXTENSION authfort_cleanup;",
+            )
+        };
+        let sequence = catalog::relation_in(namespace, Self::SEQUENCE)
+            .map(|sequence| (sequence, catalog::qualified_name(namespace, Self::SEQUENCE)));
+        LogTable { oid, qualified_name, sequence }
     }
 }
 
@@ -103,36 +114,29 @@ pub fn require_past(started_at: TimestampWithTimeZone) {
 
 /// What writing a log row needs: trimming deletes old rows, and the id comes
 /// from the table's sequence. Returns the GRANTs the current role lacks.
-pub fn missing_grants() -> Vec<String> {
-    let table = log_table();
-    let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
-    let (table_missing, sequence_missing) = query::two::<String, bool>(
-        "SELECT string_agg(privilege, ', ' ORDER BY ordinality),
-                NOT has_sequence_privilege(pg_get_serial_sequence($1, 'id'), 'USAGE')
-           FROM unnest(ARRAY['SELECT', 'INSERT', 'DELETE']) WITH ORDINALITY AS p(privilege, ordinality)
-          WHERE NOT has_table_privilege($1, privilege)",
-        &[table.as_str().into()],
-    );
+pub fn missing_grants(log: &LogTable, role: &str) -> Vec<String> {
     let mut grants = Vec::new();
-    if table_missing.is_some() {
-        grants.push(format!("GRANT SELECT, INSERT, DELETE ON TABLE {table} TO {role};"));
+    let table_privileges = [Privilege::Select, Privilege::Insert, Privilege::Delete];
+    if !catalog::missing_privileges(log.oid, &table_privileges).is_empty() {
+        grants.push(format!("GRANT SELECT, INSERT, DELETE ON TABLE {} TO {role};", log.qualified_name));
     }
-    if sequence_missing == Some(true) {
-        let sequence = query::one::<String>("SELECT pg_get_serial_sequence($1, 'id')", &[table.as_str().into()])
-            .unwrap_or_default();
-        grants.push(format!("GRANT USAGE ON SEQUENCE {sequence} TO {role};"));
+    if let Some((sequence, sequence_name)) = &log.sequence {
+        if !catalog::missing_privileges(*sequence, &[Privilege::Usage]).is_empty() {
+            grants.push(format!("GRANT USAGE ON SEQUENCE {sequence_name} TO {role};"));
+        }
     }
     grants
 }
 
 pub fn record(
+    log: &LogTable,
     started_at: TimestampWithTimeZone,
     counts: &Counts,
     status: RunStatus,
     error_text: Option<&str>,
     notes: Option<&str>,
 ) {
-    let table = log_table();
+    let table = &log.qualified_name;
     let retention_seconds = settings::run_log_retention_seconds();
     if retention_seconds > 0 {
         error::spi(Spi::run_with_args(
@@ -169,12 +173,12 @@ pub fn record(
 }
 
 /// Failed runs in the last seven days and the last one's error, if any.
-pub fn recent_failures() -> Option<(i64, String)> {
+pub fn recent_failures(log: &LogTable) -> Option<(i64, String)> {
     let (failures, last_error) = query::two::<i64, String>(
         &format!(
             "SELECT count(*), (array_agg(error ORDER BY finished_at DESC))[1]
            FROM {} WHERE status = 'error' AND finished_at > now() - interval '7 days'",
-            log_table()
+            log.qualified_name
         ),
         &[],
     );

@@ -8,7 +8,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
-use crate::catalog;
+use crate::catalog::{self, Privilege};
 use crate::error;
 use crate::query;
 use crate::settings;
@@ -191,32 +191,6 @@ pub fn require_writable(table: &Table) {
     require_privileges(table, DELETING_PRIVILEGES);
 }
 
-/// A privilege on a table, as GRANT spells it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Privilege {
-    Select,
-    Update,
-    Delete,
-}
-
-impl Privilege {
-    fn name(self) -> &'static str {
-        match self {
-            Privilege::Select => "SELECT",
-            Privilege::Update => "UPDATE",
-            Privilege::Delete => "DELETE",
-        }
-    }
-
-    fn acl_mode(self) -> pg_sys::AclMode {
-        pg_sys::AclMode::from(match self {
-            Privilege::Select => pg_sys::ACL_SELECT,
-            Privilege::Update => pg_sys::ACL_UPDATE,
-            Privilege::Delete => pg_sys::ACL_DELETE,
-        })
-    }
-}
-
 /// What deleting needs. UPDATE is what lets cleanup skip rows the
 /// application holds locked (`FOR UPDATE SKIP LOCKED`).
 pub const DELETING_PRIVILEGES: &[Privilege] = &[Privilege::Select, Privilege::Update, Privilege::Delete];
@@ -225,20 +199,10 @@ pub const DELETING_PRIVILEGES: &[Privilege] = &[Privilege::Select, Privilege::Up
 pub const READING_PRIVILEGES: &[Privilege] = &[Privilege::Select];
 
 /// The privileges among `privileges` the current role lacks on `table`,
-/// comma-separated, or None: `has_table_privilege()`'s answer, asked of the
-/// ACL directly rather than through a statement per batch.
+/// comma-separated, or None.
 pub fn missing_privileges(table: &Table, privileges: &[Privilege]) -> Option<String> {
-    let missing: Vec<&str> = privileges
-        .iter()
-        .filter(|privilege| {
-            // SAFETY: an ACL check of an existing relation for the current
-            // role, on the backend's only thread.
-            let result = unsafe { pg_sys::pg_class_aclcheck(table.oid, pg_sys::GetUserId(), privilege.acl_mode()) };
-            result != pg_sys::AclResult::ACLCHECK_OK
-        })
-        .map(|privilege| privilege.name())
-        .collect();
-    (!missing.is_empty()).then(|| missing.join(", "))
+    let missing = catalog::missing_privileges(table.oid, privileges);
+    (!missing.is_empty()).then(|| missing.iter().map(|privilege| privilege.name()).collect::<Vec<_>>().join(", "))
 }
 
 /// Raises 42501 with the GRANT that fixes it, before PostgreSQL would raise
@@ -247,7 +211,7 @@ pub fn require_privileges(table: &Table, privileges: &[Privilege]) {
     let Some(missing) = missing_privileges(table, privileges) else {
         return;
     };
-    let role = query::one::<String>("SELECT quote_ident(current_user)", &[]).unwrap_or_default();
+    let role = catalog::current_role();
     let needed = privileges.iter().map(|privilege| privilege.name()).collect::<Vec<_>>().join(", ");
     let why = if privileges == DELETING_PRIVILEGES {
         " UPDATE is what lets it skip rows the application holds locked."

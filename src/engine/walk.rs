@@ -13,9 +13,9 @@ use super::{
     expiry_range, rows_in_blocks, run_blocks, run_first_in_blocks, run_range, run_tie, take_deleter_lock, BlockRange,
     ExpiryRange, Picked, RangeStart,
 };
+use crate::catalog;
 use crate::error;
 use crate::indexes;
-use crate::query;
 use crate::rule::{self, Arm, Options};
 use crate::table::{require_writable, Table};
 
@@ -266,19 +266,14 @@ fn clean_tie(
 /// ctid >= from AND ctid < end`, as the same batch typed by hand; only where
 /// the rule selects more than `batch_size` of them, the first `batch_size`.
 fn clean_blocks(table: &Table, options: &Options, cutoff: TimestampWithTimeZone, from: Tid, batch_size: i64) -> Batch {
-    let (block_count, rows_per_block) = query::two::<i64, f64>(
-        "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint,
-                CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages ELSE 0 END
-           FROM pg_class WHERE oid = $1",
-        &[table.oid.into()],
-    );
-    let block_count = block_count.unwrap_or(0);
+    let (block_count, rows_per_block) = catalog::blocks_and_density(table.oid);
+    let block_count = i64::from(block_count);
     if i64::from(from.block) >= block_count {
         return Batch { deleted: 0, kept: 0, next: None };
     }
     // A never-analysed table has no row estimate; AuthFort's rows are a few
     // hundred bytes, so 20 a block errs towards smaller batches.
-    let rows_per_block = rows_per_block.filter(|rows| *rows > 0.0).unwrap_or(20.0);
+    let rows_per_block = rows_per_block.unwrap_or(20.0);
     let span = ((batch_size as f64 / rows_per_block).floor() as i64).max(1);
     let end = i64::from(from.block).saturating_add(span).min(block_count);
     // A block number is 32 bits, and end is within the table.

@@ -235,6 +235,18 @@ CALL authfort_cleanup_run();
 SELECT authfort_cleanup_create_indexes(time_indexes => true);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- With the run log granted but two of the functions the procedure calls
+-- not: the refusal names both, with their argument types.
+GRANT SELECT, INSERT, DELETE ON authfort_cleanup_runs TO regress_adversarial_cleaner;
+GRANT USAGE ON SEQUENCE authfort_cleanup_runs_id_seq TO regress_adversarial_cleaner;
+REVOKE EXECUTE ON FUNCTION authfort_cleanup_batch, authfort_cleanup_record_run FROM regress_adversarial_cleaner;
+SET ROLE regress_adversarial_cleaner;
+CALL authfort_cleanup_run();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION authfort_cleanup_batch, authfort_cleanup_record_run TO regress_adversarial_cleaner;
+REVOKE ALL ON authfort_cleanup_runs FROM regress_adversarial_cleaner;
+REVOKE ALL ON SEQUENCE authfort_cleanup_runs_id_seq FROM regress_adversarial_cleaner;
 SELECT token_hash FROM authfort_verification_tokens ORDER BY 1;
 -- Without SELECT: dry runs, preview(), check() and the view refuse with the GRANT.
 REVOKE SELECT ON authfort_verification_tokens FROM regress_adversarial_cleaner;
