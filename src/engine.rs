@@ -230,11 +230,14 @@ impl RangeStart {
 /// from `start`, reading the arm's index alone: the batch then deletes by
 /// expiry, not by row address, so it costs what the same DELETE typed by
 /// hand costs. One index-only scan of `limit` + 1 entries finds the end,
-/// the expiry of the last of them; a second counts the rows before it, only
-/// when there is an end (rows sharing it fall to the next batch). Two
-/// statements, each planned only when it runs, and each streamed through
-/// aggregates, where a materialised list of the entries cost twice as much.
-/// `cutoff` is the rule's, computed once for the batch.
+/// the expiry of the last of them. Rows sharing the end fall to the next
+/// batch, so where another row shares it a second scan counts the rows
+/// before it; where none does (AuthFort's expiries are microseconds apart)
+/// they are the `limit` rows, and one index probe that says so spares a
+/// second read of the range, heap pages included where they are not
+/// all-visible. Each statement is planned only when it runs, and streamed
+/// through aggregates, where a materialised list of the entries cost twice
+/// as much. `cutoff` is the rule's, computed once for the batch.
 fn expiry_range(table: &Table, arm: Arm, cutoff: TimestampWithTimeZone, start: RangeStart, limit: i64) -> ExpiryRange {
     let time = table.target.time_column;
     let arm_rows = format!(
@@ -251,16 +254,20 @@ fn expiry_range(table: &Table, arm: Arm, cutoff: TimestampWithTimeZone, start: R
         &[cutoff.into(), start.expiry.into(), (limit + 1).into()],
     );
     let ahead = ahead.unwrap_or(0);
-    match last {
-        Some(last) if ahead > limit => {
-            let rows = query::one::<i64>(
-                &format!("SELECT count(*) {arm_rows} AND {time} < $3"),
-                &[cutoff.into(), start.expiry.into(), last.into()],
-            );
-            ExpiryRange { end: Some(last), rows: rows.unwrap_or(0) }
-        }
-        _ => ExpiryRange { end: None, rows: ahead },
-    }
+    let Some(end) = last.filter(|_| ahead > limit) else {
+        return ExpiryRange { end: None, rows: ahead };
+    };
+    let parameters = [cutoff.into(), start.expiry.into(), end.into()];
+    let sharing_end = query::one::<i64>(
+        &format!("SELECT count(*) FROM (SELECT {arm_rows} AND {time} = $3 LIMIT 2) AS sharing"),
+        &parameters,
+    );
+    let rows = if sharing_end == Some(1) {
+        limit
+    } else {
+        query::one::<i64>(&format!("SELECT count(*) {arm_rows} AND {time} < $3"), &parameters).unwrap_or(0)
+    };
+    ExpiryRange { end: Some(end), rows }
 }
 
 /// Deletes the rows of `arm` that the rule selects in the expiry range from
