@@ -57,6 +57,13 @@ supported-major:
 	  *) echo "PG_CONFIG=$(PG_CONFIG) is PostgreSQL '$(PG_MAJOR)'; authfort_cleanup supports $(SUPPORTED_MAJORS)" >&2; exit 1 ;; \
 	esac
 
+# cargo-pgrx links the library with --no-gc-sections, so that no linker
+# drops the section its SQL is generated from. Here the section survives the
+# linker's pruning (and `cargo pgrx install` fails loudly if it did not), and
+# the pruned library is 1.7 MB instead of 4 to 7.6, which every new session
+# loads 0.2 ms sooner. scripts/package.sh builds the same way.
+export CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND = 1
+
 # pgrx's build reads the pg_config to build against from here, so a
 # PostgreSQL never registered with `cargo pgrx init` builds too.
 PGRX_INSTALL = PGRX_PG_CONFIG_PATH="$(PG_CONFIG)" cargo pgrx install --pg-config "$(PG_CONFIG)" $(PGRX_FEATURES)

@@ -27,8 +27,9 @@ package() {
     local tree="target/release/authfort_cleanup-pg$pg_major"
     rm -f dist/authfort_cleanup-*-pg"$pg_major"-*.tar.gz dist/postgresql-"$pg_major"-authfort-cleanup_*.deb
     # cargo pgrx package lays the files out under pg_config's own paths.
-    # Through PGRX_PG_CONFIG_PATH, as `make install` builds (see the Makefile).
-    PGRX_PG_CONFIG_PATH=$pg_config cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$pg_major"
+    # Through PGRX_PG_CONFIG_PATH and with the linker's pruning, as `make
+    # install` builds (see the Makefile).
+    PGRX_PG_CONFIG_PATH=$pg_config CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1 cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$pg_major"
     local library_dir="$tree$("$pg_config" --pkglibdir)" extension_dir="$tree$("$pg_config" --sharedir)/extension"
     # pgrx packages the current version's script and the update scripts; the
     # released install scripts let CREATE EXTENSION ... VERSION and updates work.
