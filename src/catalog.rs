@@ -4,7 +4,7 @@
 //! each time, 0.1 to 0.4 ms, far more than the lookup itself. Every run of
 //! the procedure is a new session under pg_cron, so these add up.
 //!
-//! Below `table`, `indexes` and `run_log`, which read it.
+//! Below `table`, `indexes`, `run` and `run_log`, which read it.
 
 use std::ffi::{CStr, CString};
 
