@@ -9,7 +9,6 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use crate::catalog;
 use crate::check;
 use crate::engine::{self, GuardMode, Position};
 use crate::error;
@@ -318,7 +317,7 @@ fn authfort_cleanup_target_status() -> TableIterator<
 fn authfort_cleanup_prepare_run(fcinfo: pg_sys::FunctionCallInfo) {
     run::require_commit_allowed();
     let log = LogTable::of_call(fcinfo);
-    bounded(|| run::require_run_privileges(&log, catalog::calling_namespace(fcinfo)));
+    bounded(|| run::require_run_privileges(&log));
 }
 
 /// The overlap guard's advisory lock key for the current schema setting.

@@ -78,7 +78,7 @@ const CALLED_FUNCTIONS: [&str; 3] =
 /// fails its own batch, logged), the run log and its sequence, and the
 /// functions the procedure calls, found beside the log in the extension's
 /// schema.
-pub fn require_run_privileges(log: &LogTable, extension_namespace: pg_sys::Oid) {
+pub fn require_run_privileges(log: &LogTable) {
     let role = catalog::current_role();
     let mut grants = Vec::new();
     for target in targets::ALL {
@@ -92,7 +92,7 @@ pub fn require_run_privileges(log: &LogTable, extension_namespace: pg_sys::Oid) 
     grants.extend(run_log::missing_grants(log, &role));
     let mut functions: Vec<String> = CALLED_FUNCTIONS
         .iter()
-        .filter_map(|name| catalog::function_in(extension_namespace, name))
+        .filter_map(|name| catalog::function_in(log.namespace, name))
         .filter(|function| !catalog::may_execute(*function))
         .map(catalog::function_signature)
         .collect();

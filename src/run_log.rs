@@ -72,6 +72,8 @@ impl Announcement<'_> {
 
 /// The run log's table and its id sequence, in the extension's schema.
 pub struct LogTable {
+    /// The extension's schema, where the log is.
+    pub namespace: pg_sys::Oid,
     oid: pg_sys::Oid,
     qualified_name: String,
     sequence: Option<(pg_sys::Oid, String)>,
@@ -94,7 +96,7 @@ impl LogTable {
         };
         let sequence = catalog::relation_in(namespace, Self::SEQUENCE)
             .map(|sequence| (sequence, catalog::qualified_name(namespace, Self::SEQUENCE)));
-        LogTable { oid, qualified_name, sequence }
+        LogTable { namespace, oid, qualified_name, sequence }
     }
 }
 

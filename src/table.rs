@@ -96,21 +96,18 @@ enum Found {
 /// resolves its table every time.
 fn find(target: &'static Target) -> Found {
     let schema = settings::authfort_schema();
-    // A setting and a target's name hold no NUL; an empty name finds nothing.
+    // A setting holds no NUL; an empty name finds nothing.
     let schema_name = CString::new(schema.as_str()).unwrap_or_default();
-    let table_name = CString::new(target.table).unwrap_or_default();
-    // SAFETY: lookups by NUL-terminated name in the catalog caches, on the
+    // SAFETY: a lookup by NUL-terminated name in the catalog caches, on the
     // backend's only thread; missing_ok, so an absent schema is InvalidOid,
     // not an error.
     let namespace = unsafe { pg_sys::get_namespace_oid(schema_name.as_ptr(), true) };
     if namespace == pg_sys::InvalidOid {
         return Found::NoSchema(schema);
     }
-    // SAFETY: as above.
-    let oid = unsafe { pg_sys::get_relname_relid(table_name.as_ptr(), namespace) };
-    if oid == pg_sys::InvalidOid {
+    let Some(oid) = catalog::relation_in(namespace, target.table) else {
         return Found::NoRelation;
-    }
+    };
     // A relation dropped meanwhile has no pg_class row any more.
     match catalog::class(oid) {
         Some(class) => Found::Relation { oid, relkind: class.relkind, has_subclass: class.has_subclass },
